@@ -1,0 +1,22 @@
+"""SQLAlchemy 2 models of muninet. Import them from here."""
+
+from provisioning.models.admins import AdminUser, ApiToken
+from provisioning.models.audit import AuditEvent
+from provisioning.models.base import Base, utcnow
+from provisioning.models.mail import Alias, AliasDestination, Domain, Mailbox
+from provisioning.models.members import Member, MemberKind, MemberStatus
+
+__all__ = [
+    "AdminUser",
+    "Alias",
+    "AliasDestination",
+    "ApiToken",
+    "AuditEvent",
+    "Base",
+    "Domain",
+    "Mailbox",
+    "Member",
+    "MemberKind",
+    "MemberStatus",
+    "utcnow",
+]

@@ -1,0 +1,199 @@
+"""Members of the association and their service packages."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from provisioning.addresses import parse_destination
+from provisioning.errors import Conflict, LimitExceeded, NotFound, NotPermitted, ValidationError
+from provisioning.models import Alias, Domain, Mailbox, Member, MemberKind, MemberStatus
+from provisioning.services.context import ServiceContext
+from provisioning.sizes import format_size
+
+# A slug names the member's addresses on the shared domain (`<slug>@info...`), so it
+# follows the hosted local-part rules, in plain ASCII.
+_SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class Usage:
+    """How much of its package a member uses."""
+
+    mailboxes: int
+    quota_allocated: int
+    aliases: int
+    domains: int
+    lines: int = 0  # subscriber lines arrive with the subscriber issue
+
+
+def get(session: Session, slug: str, *, for_update: bool = False) -> Member:
+    query = select(Member).where(Member.slug == slug.strip().lower())
+    if for_update:
+        query = query.with_for_update()
+    member = session.scalars(query).one_or_none()
+    if member is None:
+        raise NotFound(f"no member {slug!r}")
+    return member
+
+
+def list_members(session: Session) -> list[Member]:
+    return list(session.scalars(select(Member).order_by(Member.slug)))
+
+
+def usage(session: Session, member: Member) -> Usage:
+    mailboxes, quota = session.execute(
+        select(func.count(Mailbox.id), func.coalesce(func.sum(Mailbox.quota_bytes), 0)).where(
+            Mailbox.member_id == member.id
+        )
+    ).one()
+    aliases = session.scalar(select(func.count(Alias.id)).where(Alias.member_id == member.id))
+    domains = session.scalar(select(func.count(Domain.id)).where(Domain.member_id == member.id))
+    return Usage(
+        mailboxes=mailboxes, quota_allocated=int(quota), aliases=aliases or 0, domains=domains or 0
+    )
+
+
+def require_active(member: Member) -> None:
+    """Refuse changes that add services for a member that is not active."""
+    if member.status is not MemberStatus.ACTIVE:
+        reason = f" ({member.status_reason})" if member.status_reason else ""
+        raise NotPermitted(f"member {member.slug!r} is {member.status.value}{reason}")
+
+
+def parse_kind(kind: str) -> MemberKind:
+    try:
+        return MemberKind(kind.strip().lower())
+    except ValueError:
+        choices = ", ".join(k.value for k in MemberKind)
+        raise ValidationError(f"unknown member kind {kind!r}: choose one of {choices}") from None
+
+
+def _check_text(value: str, field: str, max_length: int, *, required: bool = False) -> str:
+    value = value.strip()
+    if required and not value:
+        raise ValidationError(f"{field} must not be empty")
+    if len(value) > max_length:
+        raise ValidationError(f"{field} is longer than {max_length} characters")
+    if any(ord(ch) < 32 for ch in value):
+        raise ValidationError(f"{field} must not contain control characters")
+    return value
+
+
+def _check_limit(value: int, field: str) -> int:
+    if value < 0:
+        raise ValidationError(f"{field} must not be negative")
+    return value
+
+
+def _check_contract(start: date | None, end: date | None) -> None:
+    if start and end and end < start:
+        raise ValidationError("contract end is before its start")
+
+
+def create(
+    ctx: ServiceContext,
+    slug: str,
+    name: str,
+    *,
+    kind: str = "municipality",
+    max_mailboxes: int | None = None,
+    mail_quota: int | None = None,
+    max_lines: int | None = None,
+    contact_name: str = "",
+    contact_email: str = "",
+    contact_phone: str = "",
+    contract_number: str = "",
+    contract_start: date | None = None,
+    contract_end: date | None = None,
+) -> Member:
+    slug = slug.strip().lower()
+    if not _SLUG.match(slug):
+        raise ValidationError(
+            f"invalid member slug {slug!r}: use lower-case ASCII letters, digits and hyphens "
+            "(it names the member's addresses, e.g. glusk@info.association.pl)"
+        )
+    if ctx.session.scalar(select(Member.id).where(Member.slug == slug)) is not None:
+        raise Conflict(f"member {slug!r} already exists")
+    defaults = ctx.settings.defaults
+    _check_contract(contract_start, contract_end)
+    member = Member(
+        slug=slug,
+        name=_check_text(name, "member name", 200, required=True),
+        kind=parse_kind(kind),
+        max_mailboxes=_check_limit(
+            defaults.member_max_mailboxes if max_mailboxes is None else max_mailboxes,
+            "max mailboxes",
+        ),
+        mail_quota_bytes=_check_limit(
+            defaults.member_mail_quota if mail_quota is None else mail_quota, "mail quota"
+        ),
+        max_lines=_check_limit(
+            defaults.member_max_lines if max_lines is None else max_lines, "max lines"
+        ),
+        contact_name=_check_text(contact_name, "contact name", 200),
+        contact_email=parse_destination(contact_email) if contact_email.strip() else "",
+        contact_phone=_check_text(contact_phone, "contact phone", 40),
+        contract_number=_check_text(contract_number, "contract number", 100),
+        contract_start=contract_start,
+        contract_end=contract_end,
+    )
+    ctx.session.add(member)
+    ctx.session.flush()
+    ctx.audit("member.create", slug, name=member.name, kind=member.kind.value)
+    return member
+
+
+def update_package(
+    ctx: ServiceContext,
+    slug: str,
+    *,
+    max_mailboxes: int | None = None,
+    mail_quota: int | None = None,
+    max_lines: int | None = None,
+) -> Member:
+    """Change a member's package; never below what the member already uses."""
+    member = get(ctx.session, slug, for_update=True)
+    used = usage(ctx.session, member)
+    changes: dict[str, int] = {}
+    if max_mailboxes is not None:
+        if _check_limit(max_mailboxes, "max mailboxes") < used.mailboxes:
+            raise LimitExceeded(
+                f"member {member.slug!r} has {used.mailboxes} mailboxes; "
+                f"cannot lower its limit to {max_mailboxes}"
+            )
+        member.max_mailboxes = changes["max_mailboxes"] = max_mailboxes
+    if mail_quota is not None:
+        if _check_limit(mail_quota, "mail quota") < used.quota_allocated:
+            raise LimitExceeded(
+                f"member {member.slug!r} has {format_size(used.quota_allocated)} allocated to "
+                f"mailboxes; cannot lower its quota to {format_size(mail_quota)}"
+            )
+        member.mail_quota_bytes = changes["mail_quota_bytes"] = mail_quota
+    if max_lines is not None:
+        if _check_limit(max_lines, "max lines") < used.lines:
+            raise LimitExceeded(
+                f"member {member.slug!r} has {used.lines} lines; cannot lower its limit to "
+                f"{max_lines}"
+            )
+        member.max_lines = changes["max_lines"] = max_lines
+    ctx.audit("member.update", member.slug, **changes)
+    return member
+
+
+def set_status(ctx: ServiceContext, slug: str, status: MemberStatus, reason: str = "") -> Member:
+    """Suspend, resume or end a member. Its mailboxes and lines stop working while suspended."""
+    member = get(ctx.session, slug, for_update=True)
+    if member.status is status:
+        raise ValidationError(f"member {member.slug!r} is already {status.value}")
+    previous = member.status
+    member.status = status
+    member.status_reason = _check_text(reason, "reason", 500)
+    ctx.audit(
+        "member.status", member.slug, status=status.value, previous=previous.value, reason=reason
+    )
+    return member

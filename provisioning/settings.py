@@ -1,0 +1,167 @@
+"""One typed settings object, read from config/muninet.toml, MUNINET_CONFIG and the environment.
+
+Precedence: environment (MUNINET_<SECTION>__<KEY>) > the file named by
+MUNINET_CONFIG > config/muninet.toml. Unknown keys are errors, not silently
+ignored: a typo in a production file must not fall back to a dev default.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
+
+from provisioning.errors import ConfigError, MuninetError
+from provisioning.sizes import parse_size
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+DEFAULTS_FILE = CONFIG_DIR / "muninet.toml"
+ENV_PREFIX = "MUNINET_"
+CONFIG_ENV = "MUNINET_CONFIG"
+
+
+def _size(value: Any) -> int:
+    try:
+        return parse_size(value)
+    except MuninetError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+ByteSize = Annotated[int, BeforeValidator(_size)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathSettings(_Section):
+    state_dir: Path
+
+
+class DatabaseSettings(_Section):
+    url: str
+    sqlite_busy_timeout_ms: int = Field(ge=0)
+    echo: bool
+
+
+class ListenSettings(_Section):
+    address: str
+    smtp_port: Port
+    submission_port: Port
+    smtps_port: Port
+    imap_port: Port
+    imaps_port: Port
+    admin_port: Port
+    radius_auth_port: Port
+    radius_acct_port: Port
+
+
+class AssociationSettings(_Section):
+    name: str
+    hostname: str
+
+
+class PasswordSettings(_Section):
+    scheme: Literal["argon2id", "bcrypt", "sha512-crypt"]
+    min_length: int = Field(ge=1)
+    argon2_time_cost: int = Field(ge=1)
+    argon2_memory_kib: int = Field(ge=8)
+    argon2_parallelism: Literal[1]
+    bcrypt_rounds: int = Field(ge=4, le=31)
+    sha512_rounds: int = Field(ge=1000, le=999_999_999)
+
+
+class DefaultSettings(_Section):
+    mailbox_quota: ByteSize
+    member_max_mailboxes: int = Field(ge=0)
+    member_mail_quota: ByteSize
+    member_max_lines: int = Field(ge=0)
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+class Settings(_Section):
+    paths: PathSettings
+    database: DatabaseSettings
+    listen: ListenSettings
+    association: AssociationSettings
+    passwords: PasswordSettings
+    defaults: DefaultSettings
+    logging: LoggingSettings
+
+    @property
+    def state_dir(self) -> Path:
+        return self.paths.state_dir.expanduser().resolve()
+
+    @property
+    def database_url(self) -> str:
+        """The configured URL, or the embedded SQLite file in the state directory."""
+        if self.database.url:
+            return self.database.url
+        return f"sqlite:///{self.state_dir / 'muninet.db'}"
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"settings file not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"settings file {path} is not valid TOML: {exc}") from exc
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any], origin: str) -> None:
+    for key, value in override.items():
+        if isinstance(value, Mapping):
+            section = base.get(key)
+            if not isinstance(section, dict):
+                raise ConfigError(f"{origin}: unknown settings section [{key}]")
+            _merge(section, value, origin)
+        else:
+            if key not in base:
+                raise ConfigError(f"{origin}: unknown setting {key!r}")
+            base[key] = value
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    overrides: dict[str, dict[str, str]] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+            continue
+        section, sep, key = name[len(ENV_PREFIX) :].partition("__")
+        if not sep or not key:
+            raise ConfigError(f"{name}: expected MUNINET_<SECTION>__<KEY>")
+        overrides.setdefault(section.lower(), {})[key.lower()] = value
+    return overrides
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from the defaults file, MUNINET_CONFIG and the environment."""
+    environ = os.environ if environ is None else environ
+    data = _read_toml(DEFAULTS_FILE)
+    if config_file := environ.get(CONFIG_ENV):
+        _merge(data, _read_toml(Path(config_file)), config_file)
+    _merge(data, _env_overrides(environ), "environment")
+    try:
+        return Settings.model_validate(data)
+    except PydanticValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc
+
+
+@cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()
