@@ -30,9 +30,7 @@ class Actor:
         return cls(kind="cli", name=user, source_address="local")
 
 
-def record(
-    session: Session, actor: Actor, action: str, target: str, **details: Any
-) -> AuditEvent:
+def record(session: Session, actor: Actor, action: str, target: str, **details: Any) -> AuditEvent:
     """Add an audit event to the session; it commits or rolls back with the change."""
     event = AuditEvent(
         actor_kind=actor.kind,

@@ -74,10 +74,10 @@ def load(ctx: ServiceContext) -> DemoResult:
         password = generate_password()
         mailboxes.create(ctx, address, owner, password=password, display_name=display_name)
         result.credentials.append((address, password))
-    for source, targets, owner in ALIASES:
-        aliases.create(ctx, source, targets, member_slug=owner)
-    for username, owner in ADMINS:
+    for source, targets, alias_owner in ALIASES:
+        aliases.create(ctx, source, targets, member_slug=alias_owner)
+    for username, admin_member in ADMINS:
         password = generate_password()
-        admins.create(ctx, username, password, member_slug=owner)
+        admins.create(ctx, username, password, member_slug=admin_member)
         result.credentials.append((f"admin {username}", password))
     return result

@@ -86,7 +86,9 @@ class PasswordHasher:
             return Verification(ok=False)
         if replacement is None:
             return Verification(ok=True)
-        return Verification(ok=True, new_hash=f"{{{_DOVECOT[self.context.identify(replacement)]}}}{replacement}")
+        return Verification(
+            ok=True, new_hash=f"{{{_DOVECOT[self.context.identify(replacement)]}}}{replacement}"
+        )
 
 
 def _split(stored: str) -> tuple[str | None, str, str]:

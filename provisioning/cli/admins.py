@@ -45,8 +45,10 @@ def list_(app: App, as_json: bool) -> None:
         return
     emit_table(
         ["username", "role", "member", "enabled"],
-        [(r["username"], r["role"], r["member"] or "", "yes" if r["enabled"] else "no")
-         for r in rows],
+        [
+            (r["username"], r["role"], r["member"] or "", "yes" if r["enabled"] else "no")
+            for r in rows
+        ],
     )
 
 

@@ -99,8 +99,17 @@ def show(app: App, address: str, as_json: bool) -> None:
         emit_json(data)
         return
     data["quota_bytes"] = format_size(data["quota_bytes"])
-    for key in ("address", "login", "member", "display_name", "quota_bytes", "enabled",
-                "password_scheme", "created_at", "updated_at"):
+    for key in (
+        "address",
+        "login",
+        "member",
+        "display_name",
+        "quota_bytes",
+        "enabled",
+        "password_scheme",
+        "created_at",
+        "updated_at",
+    ):
         label = {"quota_bytes": "quota", "display_name": "name"}.get(key, key).replace("_", " ")
         click.echo(f"{label + ':':<16} {data[key]}")
 

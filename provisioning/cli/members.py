@@ -7,7 +7,14 @@ from datetime import date
 import click
 
 from provisioning import serialize
-from provisioning.cli.app import App, emit_json, emit_table, json_option, pass_app, parse_size_option
+from provisioning.cli.app import (
+    App,
+    emit_json,
+    emit_table,
+    json_option,
+    parse_size_option,
+    pass_app,
+)
 from provisioning.models import MemberKind, MemberStatus
 from provisioning.services import members
 from provisioning.sizes import format_size
@@ -142,7 +149,10 @@ def show(app: App, slug: str, as_json: bool) -> None:
     lines = [
         ("member", f"{data['slug']} ({data['name']})"),
         ("kind", data["kind"]),
-        ("status", data["status"] + (f": {data['status_reason']}" if data["status_reason"] else "")),
+        (
+            "status",
+            data["status"] + (f": {data['status_reason']}" if data["status_reason"] else ""),
+        ),
         ("contact", ", ".join(v for v in data["contact"].values() if v) or "-"),
         ("contract", _contract(data["contract"])),
         ("mailboxes", f"{use['mailboxes']} of {pkg['max_mailboxes']}"),

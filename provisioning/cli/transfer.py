@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import IO
 
 import click
 
@@ -22,7 +23,7 @@ def import_group() -> None:
 @click.option("--dry-run", is_flag=True, help="Check every row, store nothing.")
 @click.option("--atomic", is_flag=True, help="Store all rows or, if any is rejected, none.")
 @pass_app
-def import_mailboxes(app: App, csv_file: click.utils.LazyFile, dry_run: bool, atomic: bool) -> None:
+def import_mailboxes(app: App, csv_file: IO[str], dry_run: bool, atomic: bool) -> None:
     """Import mailboxes from CSV_FILE (columns: address, member, name, quota, enabled,
     password_hash or password). Valid rows are stored; rejected rows are reported."""
     try:
@@ -50,7 +51,9 @@ def import_mailboxes(app: App, csv_file: click.utils.LazyFile, dry_run: bool, at
     elif report.committed:
         click.echo(f"stored {report.stored} of {report.total} rows")
     else:
-        click.echo(f"nothing stored: {len(report.rejected)} of {report.total} rows rejected (--atomic)")
+        click.echo(
+            f"nothing stored: {len(report.rejected)} of {report.total} rows rejected (--atomic)"
+        )
     if report.rejected:
         sys.exit(1)
 
@@ -64,11 +67,11 @@ def export_group() -> None:
 @click.option("--member", "member_slug", help="Only this member's mailboxes.")
 @click.option("-o", "--output", type=click.File("w", encoding="utf-8"), default="-")
 @pass_app
-def export_mailboxes(app: App, member_slug: str | None, output: click.utils.LazyFile) -> None:
+def export_mailboxes(app: App, member_slug: str | None, output: IO[str]) -> None:
     """Export mailboxes as CSV with their password hashes (re-importable)."""
     with app.reader() as session:
         count = mailbox_csv.write_csv(output, mailbox_csv.export_rows(session, member_slug))
-    if output.name != "<stdout>":
+    if output is not sys.stdout and getattr(output, "name", "-") != "<stdout>":
         click.echo(f"exported {count} mailboxes", err=True)
 
 

@@ -16,7 +16,7 @@ from provisioning.services import members
 from provisioning.services.context import ServiceContext
 
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{1,63}$")
-TOKEN_PREFIX = "mnt"
+TOKEN_PREFIX = "mnt"  # noqa: S105 - a marker, not a secret
 
 
 def get(session: Session, username: str) -> AdminUser:
@@ -53,7 +53,9 @@ def create(
     ctx.session.add(admin)
     ctx.session.flush()
     ctx.audit(
-        "admin.create", username, role="member-admin" if member else "superadmin",
+        "admin.create",
+        username,
+        role="member-admin" if member else "superadmin",
         member=member.slug if member else None,
     )
     return admin
@@ -86,7 +88,10 @@ def create_token(ctx: ServiceContext, username: str, name: str = "") -> tuple[Ap
     prefix = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     token = ApiToken(
-        admin=admin, name=name.strip(), prefix=prefix, secret_hash=_digest(secret),
+        admin=admin,
+        name=name.strip(),
+        prefix=prefix,
+        secret_hash=_digest(secret),
         created_at=utcnow(),
     )
     ctx.session.add(token)

@@ -105,15 +105,11 @@ def create(
         local_part=hosted.address.local_part,
         domain=hosted.domain,
         member=owner,
-        destinations=[
-            AliasDestination(position=i, address=d) for i, d in enumerate(normalized)
-        ],
+        destinations=[AliasDestination(position=i, address=d) for i, d in enumerate(normalized)],
     )
     ctx.session.add(alias)
     ctx.session.flush()
-    ctx.audit(
-        "alias.create", hosted.address.display, member=owner.slug, destinations=normalized
-    )
+    ctx.audit("alias.create", hosted.address.display, member=owner.slug, destinations=normalized)
     return alias
 
 

@@ -49,9 +49,7 @@ def create(
         member = members.get(ctx.session, member_slug, for_update=True)
         members.require_active(member)
     existing = ctx.session.scalar(
-        select(Domain.id).where(
-            (Domain.ascii_name == parsed.ascii) | (Domain.name == parsed.name)
-        )
+        select(Domain.id).where((Domain.ascii_name == parsed.ascii) | (Domain.name == parsed.name))
     )
     if existing is not None:
         raise Conflict(f"domain {parsed.name!r} is already hosted")

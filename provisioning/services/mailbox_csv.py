@@ -126,14 +126,19 @@ def import_mailboxes(
                         _import_row(ctx, row)
                     report.stored += 1
                 except (MuninetError, IntegrityError) as exc:
-                    reason = str(exc) if isinstance(exc, MuninetError) else "conflicts with stored data"
-                    report.rejected.append(Rejection(row.line, row.fields.get("address", ""), reason))
+                    reason = (
+                        str(exc) if isinstance(exc, MuninetError) else "conflicts with stored data"
+                    )
+                    report.rejected.append(
+                        Rejection(row.line, row.fields.get("address", ""), reason)
+                    )
                 if progress is not None:
                     progress(row)
             if dry_run or (atomic and report.rejected):
                 raise _Rollback
-            ctx.audit("mailbox.import", "mailboxes", stored=report.stored,
-                      rejected=len(report.rejected))
+            ctx.audit(
+                "mailbox.import", "mailboxes", stored=report.stored, rejected=len(report.rejected)
+            )
         report.committed = True
     except _Rollback:
         report.committed = False

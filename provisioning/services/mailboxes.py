@@ -164,5 +164,7 @@ def authenticate(ctx: ServiceContext, address: str, password: str) -> Mailbox | 
         return None
     if result.new_hash is not None:
         mailbox.password_hash = result.new_hash
-        ctx.audit("mailbox.rehash", mailbox.display_address, scheme=result.new_hash.split("}")[0][1:])
+        ctx.audit(
+            "mailbox.rehash", mailbox.display_address, scheme=result.new_hash.split("}")[0][1:]
+        )
     return mailbox
