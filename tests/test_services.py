@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from provisioning.addresses import parse_domain
 from provisioning.db import Database
 from provisioning.errors import Conflict, LimitExceeded, NotFound, NotPermitted, ValidationError
-from provisioning.models import Alias, AuditEvent, Mailbox, MemberStatus
+from provisioning.models import AuditEvent, Mailbox, MemberStatus
 from provisioning.services import admins, aliases, domains, mailboxes, members
 from provisioning.services.context import ServiceContext
 
