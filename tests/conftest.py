@@ -2,7 +2,7 @@
 
 PostgreSQL is a private cluster this fixture starts on 127.0.0.1 and a free high
 port (initdb from Debian's postgresql package), or the server named by
-MUNINET_TEST_POSTGRES_URL. In CI (CI=true) a missing PostgreSQL or Dovecot tool
+TEST_POSTGRES_URL. In CI (CI=true) a missing PostgreSQL or Dovecot tool
 fails the tests that need it instead of skipping them.
 """
 
@@ -143,7 +143,7 @@ def _private_postgres() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def postgres_admin_url() -> Iterator[str]:
     """A libpq URL with rights to create databases."""
-    if url := os.environ.get("MUNINET_TEST_POSTGRES_URL"):
+    if url := os.environ.get("TEST_POSTGRES_URL"):
         yield url
         return
     with _private_postgres() as url:
