@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from provisioning.audit import Actor
 from provisioning.db import Database
 from provisioning.services import admins, mailboxes
 from provisioning.services.context import ServiceContext
 from provisioning.settings import Settings
-from provisioning.audit import Actor
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 SHARED = "info.association.pl"

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from conftest import require_tool
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]

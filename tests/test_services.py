@@ -236,3 +236,31 @@ def test_admins_and_tokens(unit: Unit, db: Database) -> None:
         assert admins.authenticate(ctx, "root", "nope nope nope") is None
     with db.reader() as session:
         assert admins.verify_token(session, secret) is None
+
+
+@pytest.mark.usefixtures("association")
+def test_concurrent_creates_cannot_exceed_the_package(unit: Unit, db: Database) -> None:
+    """Writers racing for the last mailbox slot: one wins (BEGIN IMMEDIATE / FOR UPDATE)."""
+    import threading
+
+    with unit() as ctx:
+        members.update_package(ctx, "glusk", max_mailboxes=1)
+    barrier = threading.Barrier(4)
+    outcomes: list[str] = []
+
+    def create(name: str) -> None:
+        barrier.wait()
+        try:
+            with unit() as ctx:
+                mailboxes.create(ctx, f"glusk.{name}@{SHARED}", "glusk", password=PW)
+            outcomes.append("created")
+        except LimitExceeded:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=create, args=(n,)) for n in ("a", "b", "c", "d")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(outcomes) == ["created", "refused", "refused", "refused"]
+    assert count(db, Mailbox) == 1
