@@ -148,6 +148,8 @@ def test_members(base: Cli) -> None:
         "unpaid invoice",
     )
     ok(cli("member", "resume", "glusk"))
+    assert "ended" in ok(cli("member", "end", "trun", "--reason", "contract ended"))
+    assert json.loads(ok(cli("member", "show", "trun", "--json")))["status"] == "ended"
     ok(cli("member", "update", "glusk", "--max-mailboxes", "4", "--quota", "5G"))
     assert json.loads(ok(cli("member", "show", "glusk", "--json")))["package"]["max_mailboxes"] == 4
 

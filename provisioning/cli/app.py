@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -29,6 +30,10 @@ class App:
     def settings(self) -> Settings:
         if self._settings is None:
             self._settings = load_settings()
+            logging.basicConfig(
+                level=self._settings.logging.level,
+                format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            )
         return self._settings
 
     def database(self, *, migrated: bool = True) -> Database:

@@ -197,4 +197,15 @@ def resume(app: App, slug: str) -> None:
         click.echo(f"member {member.slug} active again")
 
 
+@member_group.command("end")
+@click.argument("slug")
+@click.option("--reason", default="", help="e.g. 'contract ZG/12/2026 ended'.")
+@pass_app
+def end(app: App, slug: str, reason: str) -> None:
+    """Mark a member's contract as ended: like a suspension, kept for the records."""
+    with app.transaction() as ctx:
+        member = members.set_status(ctx, slug, MemberStatus.ENDED, reason)
+        click.echo(f"member {member.slug} ended")
+
+
 COMMANDS = [member_group]
