@@ -30,10 +30,13 @@ class App:
     def settings(self) -> Settings:
         if self._settings is None:
             self._settings = load_settings()
+            # Libraries (alembic, sqlalchemy) log at WARNING; muninet's own packages at
+            # the configured level, so INFO chatter never mixes into command output.
             logging.basicConfig(
-                level=self._settings.logging.level,
-                format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
             )
+            for package in ("provisioning", "mailhost", "admin_ui"):
+                logging.getLogger(package).setLevel(self._settings.logging.level)
         return self._settings
 
     def database(self, *, migrated: bool = True) -> Database:

@@ -176,36 +176,34 @@ def _contract(contract: dict[str, str | None]) -> str:
     return f"{contract['number'] or '(no number)'}, {span}"
 
 
-@member_group.command("suspend")
-@click.argument("slug")
-@click.option("--reason", default="", help="Shown to admins, e.g. 'unpaid invoice'.")
-@pass_app
-def suspend(app: App, slug: str, reason: str) -> None:
-    """Suspend a member: its mailboxes and lines stop working until resumed."""
-    with app.transaction() as ctx:
-        member = members.set_status(ctx, slug, MemberStatus.SUSPENDED, reason)
-        click.echo(f"member {member.slug} suspended")
+def _status_command(name: str, status: MemberStatus, summary: str, done: str) -> None:
+    """Register `member suspend|resume|end SLUG [--reason]`: one status change each."""
+
+    @member_group.command(name, help=summary)
+    @click.argument("slug")
+    @click.option("--reason", default="", help="Shown to admins, e.g. 'unpaid invoice'.")
+    @pass_app
+    def change(app: App, slug: str, reason: str) -> None:
+        with app.transaction() as ctx:
+            member = members.set_status(ctx, slug, status, reason)
+            click.echo(f"member {member.slug} {done}")
 
 
-@member_group.command("resume")
-@click.argument("slug")
-@pass_app
-def resume(app: App, slug: str) -> None:
-    """Resume a suspended member."""
-    with app.transaction() as ctx:
-        member = members.set_status(ctx, slug, MemberStatus.ACTIVE)
-        click.echo(f"member {member.slug} active again")
-
-
-@member_group.command("end")
-@click.argument("slug")
-@click.option("--reason", default="", help="e.g. 'contract ZG/12/2026 ended'.")
-@pass_app
-def end(app: App, slug: str, reason: str) -> None:
-    """Mark a member's contract as ended: like a suspension, kept for the records."""
-    with app.transaction() as ctx:
-        member = members.set_status(ctx, slug, MemberStatus.ENDED, reason)
-        click.echo(f"member {member.slug} ended")
+_status_command(
+    "suspend",
+    MemberStatus.SUSPENDED,
+    "Suspend a member: its mailboxes and lines stop working until resumed.",
+    "suspended",
+)
+_status_command(
+    "resume", MemberStatus.ACTIVE, "Make a suspended or ended member active.", "active again"
+)
+_status_command(
+    "end",
+    MemberStatus.ENDED,
+    "Mark a member's contract as ended: like a suspension, kept for the records.",
+    "ended",
+)
 
 
 COMMANDS = [member_group]
