@@ -7,6 +7,7 @@ ignored: a typo in a production file must not fall back to a dev default.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
+from provisioning.durations import parse_duration
 from provisioning.errors import ConfigError, MuninetError
 from provisioning.sizes import parse_size
 
@@ -33,7 +35,15 @@ def _size(value: Any) -> int:
         raise ValueError(str(exc)) from exc
 
 
+def _duration(value: Any) -> float:
+    try:
+        return parse_duration(value)
+    except MuninetError as exc:
+        raise ValueError(str(exc)) from exc
+
+
 ByteSize = Annotated[int, BeforeValidator(_size)]
+Seconds = Annotated[float, BeforeValidator(_duration)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
@@ -85,6 +95,53 @@ class DefaultSettings(_Section):
     member_max_lines: int = Field(ge=0)
 
 
+class SmtpSettings(_Section):
+    max_message_size: ByteSize
+    max_recipients: int = Field(ge=1)
+    max_received_headers: int = Field(ge=1)
+    max_connections_per_ip: int = Field(ge=1)
+    command_timeout: Seconds
+    tls_cert: str
+    tls_key: str
+    workers: int = Field(ge=0)
+
+
+class SubmissionSettings(_Section):
+    auth_failures_per_network: int = Field(ge=1)
+    auth_failures_per_account: int = Field(ge=1)
+    auth_window: Seconds
+    messages_per_hour: int = Field(ge=1)
+
+
+class DeliverySettings(_Section):
+    method: Literal["maildir", "lmtp"]
+    maildir_root: str
+    mail_user: str
+    lmtp_socket: str
+
+
+class QueueSettings(_Section):
+    retry_schedule: list[Seconds] = Field(min_length=1)
+    max_age: Seconds
+    scan_interval: Seconds
+    timeout: Seconds
+    max_parallel: int = Field(ge=1)
+
+
+class RelaySettings(_Section):
+    smarthost: str
+    sender_domain_smarthosts: list[str]
+    username: str
+    password: str
+    require_tls: bool
+
+
+class DnsSettings(_Section):
+    nameservers: list[str]
+    port: Port
+    timeout: Seconds
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
@@ -96,11 +153,22 @@ class Settings(_Section):
     association: AssociationSettings
     passwords: PasswordSettings
     defaults: DefaultSettings
+    smtp: SmtpSettings
+    submission: SubmissionSettings
+    delivery: DeliverySettings
+    queue: QueueSettings
+    relay: RelaySettings
+    dns: DnsSettings
     logging: LoggingSettings
 
     @property
     def state_dir(self) -> Path:
         return self.paths.state_dir.expanduser().resolve()
+
+    @property
+    def maildir_root(self) -> Path:
+        root = self.delivery.maildir_root
+        return Path(root).expanduser().resolve() if root else self.state_dir / "mail"
 
     @property
     def database_url(self) -> str:
@@ -130,7 +198,22 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any], origin: str) -> No
         else:
             if key not in base:
                 raise ConfigError(f"{origin}: unknown setting {key!r}")
+            if isinstance(base[key], list) and isinstance(value, str):
+                value = _parse_list(value, origin, key)
             base[key] = value
+
+
+def _parse_list(text: str, origin: str, key: str) -> list[Any]:
+    """A list from the environment: JSON (`["a", "b"]`) or comma-separated (`a, b`)."""
+    if text.strip().startswith("["):
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"{origin}: {key} is not a JSON list: {exc}") from exc
+        if not isinstance(value, list):
+            raise ConfigError(f"{origin}: {key} must be a list")
+        return value
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
