@@ -1,0 +1,172 @@
+"""The mail engine's core, shared by every SMTP server: lookups, auth, durable acceptance.
+
+Everything that blocks (database, password hashing, file writes, fsync) runs in a
+thread pool, so one large or slow message never stalls other sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import ParamSpec, TypeVar
+
+from mailhost.directory import Directory, LocalMailbox, Route
+from mailhost.durability import GroupCommitter, Rename
+from mailhost.errors import DeliveryError, TemporaryFailure
+from mailhost.limits import ConnectionCounter, SlidingWindow, network_of
+from mailhost.maildir import MaildirStore
+from mailhost.spool import LOCAL_PREFIX, MessageHeader, Spool, new_id
+from provisioning.audit import Actor
+from provisioning.db import Database
+from provisioning.services import mailboxes
+from provisioning.services.context import ServiceContext
+from provisioning.settings import Settings
+
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+@dataclass
+class Accepted:
+    queue_id: str
+    local: int
+    queued: int
+
+
+class Engine:
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self.settings = settings
+        self.db = db
+        self.directory = Directory(db)
+        state = settings.state_dir
+        state.mkdir(parents=True, exist_ok=True)
+        self.committer = GroupCommitter(state)
+        self.spool = Spool(state / "spool", self.committer)
+        self.store = MaildirStore(settings.maildir_root, settings.delivery.mail_user)
+        sub = settings.submission
+        self.auth_failures_by_network = SlidingWindow(
+            sub.auth_failures_per_network, sub.auth_window
+        )
+        self.auth_failures_by_account = SlidingWindow(
+            sub.auth_failures_per_account, sub.auth_window
+        )
+        self.sent_by_account = SlidingWindow(sub.messages_per_hour, 3600)
+        self.connections = ConnectionCounter(settings.smtp.max_connections_per_ip)
+        self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="engine")
+        self.on_queued: Callable[[], None] | None = None
+
+    async def run(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run blocking work in the engine's threads."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, partial(func, *args, **kwargs))
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+        self.committer.close()
+
+    # -- recipients and senders ---------------------------------------------------------
+
+    async def route(self, address: str, *, relay_allowed: bool, size: int) -> Route:
+        route = await self.run(self.directory.route, address, relay_allowed=relay_allowed)
+        for mailbox in route.local:
+            await self.run(self.store.check_quota, mailbox.key, mailbox.quota, size)
+        return route
+
+    async def may_send_as(self, login: str, sender: str) -> bool:
+        return await self.run(self.directory.may_send_as, login, sender)
+
+    # -- authentication -----------------------------------------------------------------
+
+    def auth_blocked(self, ip: str, login: str) -> bool:
+        return self.auth_failures_by_network.exceeded(
+            network_of(ip)
+        ) or self.auth_failures_by_account.exceeded(login.lower())
+
+    async def authenticate(self, ip: str, login: str, password: str) -> str | None:
+        """The mailbox key on success; failures count against the network and the account."""
+        key = await self.run(self._check_password, login, password)
+        if key is None:
+            self.auth_failures_by_network.add(network_of(ip))
+            self.auth_failures_by_account.add(login.lower())
+            log.warning("AUTH failed for %r from %s", login, ip)
+        return key
+
+    def _check_password(self, login: str, password: str) -> str | None:
+        with self.db.transaction() as session:
+            ctx = ServiceContext(
+                session=session, actor=Actor("system", "smtp-auth"), settings=self.settings
+            )
+            mailbox = mailboxes.authenticate(ctx, login, password)
+            return mailbox.address if mailbox else None
+
+    # -- accepting a message ------------------------------------------------------------
+
+    async def accept(
+        self,
+        *,
+        mail_from: str,
+        routes: list[Route],
+        data: bytes,
+        smtputf8: bool,
+        auth_user: str | None,
+    ) -> Accepted:
+        """Store a message durably: local copies into Maildirs, the rest into the spool.
+
+        Returns only after one group-commit flush covers every file; raises
+        TemporaryFailure if anything could not be stored (the client will retry).
+        """
+        queue_id = new_id()
+        local: list[LocalMailbox] = []
+        remote: list[str] = []
+        for route in routes:
+            local.extend(m for m in route.local if m not in local)
+            remote.extend(a for a in route.remote if a not in remote)
+        renames, deferred = await self.run(self._prepare_local, local, data)
+        pending = [*remote, *(LOCAL_PREFIX + key for key in deferred)]
+        if pending:
+            header = MessageHeader(
+                id=queue_id,
+                mail_from=mail_from,
+                recipients=pending,
+                received_at=time.time(),
+                size=len(data),
+                smtputf8=smtputf8,
+                auth_user=auth_user,
+            )
+            try:
+                renames.append(await self.run(self.spool.prepare, header, data))
+            except OSError as exc:
+                raise TemporaryFailure(
+                    451, f"cannot queue: {exc.strerror}", enhanced="4.3.0"
+                ) from exc
+        try:
+            await self.committer.commit(renames)
+        except OSError as exc:
+            raise TemporaryFailure(451, f"cannot store: {exc.strerror}", enhanced="4.3.0") from exc
+        if pending and self.on_queued is not None:
+            self.on_queued()
+        return Accepted(queue_id, len(local) - len(deferred), len(pending))
+
+    def _prepare_local(
+        self, mailboxes_: list[LocalMailbox], data: bytes
+    ) -> tuple[list[Rename], list[str]]:
+        renames: list[Rename] = []
+        deferred: list[str] = []
+        for mailbox in mailboxes_:
+            try:
+                renames.append(self.store.prepare(mailbox.key, data))
+            except DeliveryError as exc:
+                log.warning("local delivery to %s deferred: %s", mailbox.key, exc)
+                deferred.append(mailbox.key)
+        return renames, deferred
+
+    async def deliver_local(self, key: str, data: bytes) -> None:
+        """Retry of a deferred local delivery (used by the queue runner)."""
+        rename = await self.run(self.store.prepare, key, data)
+        await self.committer.commit([rename])

@@ -1,0 +1,131 @@
+"""Local delivery into Maildirs laid out the way Dovecot reads them.
+
+<maildir_root>/<ascii domain>/<local part>/Maildir/{tmp,new,cur}. A message is
+written to tmp/ and renamed into new/ by the group committer, so it is visible to
+Dovecot only once complete, and `250` is answered only after the flush. Files are
+owned by the mail user (Dovecot refuses mail access as root).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import pwd
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailhost.durability import Rename
+from mailhost.errors import PermanentFailure, TemporaryFailure
+
+_SUBDIRS = ("tmp", "new", "cur")
+USAGE_TTL = 60.0  # seconds a cached quota usage is trusted before a rescan
+
+
+@dataclass
+class _Usage:
+    size: int
+    counted_at: float
+
+
+class MaildirStore:
+    def __init__(self, root: Path, mail_user: str = "") -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.owner: tuple[int, int] | None = None
+        if mail_user:
+            entry = pwd.getpwnam(mail_user)
+            self.owner = (entry.pw_uid, entry.pw_gid)
+            os.chown(self.root, *self.owner)
+        self._host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
+        self._counter = itertools.count()
+        self._usage: dict[str, _Usage] = {}
+
+    def maildir(self, key: str) -> Path:
+        """The Maildir of a mailbox key (`local@ascii.domain`)."""
+        local, _, domain = key.rpartition("@")
+        if not local or not domain or "/" in key or local.startswith(".") or domain.startswith("."):
+            raise PermanentFailure(550, f"no such mailbox {key}", enhanced="5.1.1")
+        return self.root / domain / local / "Maildir"
+
+    def _ensure(self, maildir: Path) -> None:
+        if (maildir / "new").is_dir():
+            return
+        for directory in (maildir.parent.parent, maildir.parent, maildir):
+            if not directory.exists():
+                directory.mkdir(mode=0o700, exist_ok=True)
+                if self.owner:
+                    os.chown(directory, *self.owner)
+        for sub in _SUBDIRS:
+            path = maildir / sub
+            path.mkdir(mode=0o700, exist_ok=True)
+            if self.owner:
+                os.chown(path, *self.owner)
+
+    def usage(self, key: str) -> int:
+        """Bytes in a mailbox, from the ,S= sizes in file names (cached briefly)."""
+        now = time.monotonic()
+        cached = self._usage.get(key)
+        if cached is not None and now - cached.counted_at < USAGE_TTL:
+            return cached.size
+        total = 0
+        maildir = self.maildir(key)
+        for sub in ("new", "cur"):
+            try:
+                names = os.listdir(maildir / sub)
+            except FileNotFoundError:
+                continue
+            for name in names:
+                total += _size_from_name(name, maildir / sub)
+        self._usage[key] = _Usage(total, now)
+        return total
+
+    def check_quota(self, key: str, quota: int, size: int) -> None:
+        if self.usage(key) + size > quota:
+            raise TemporaryFailure(452, f"mailbox {key} is full", enhanced="4.2.2")
+
+    def prepare(self, key: str, data: bytes) -> Rename:
+        """Write one copy into the mailbox's tmp/; commit the rename to deliver it."""
+        maildir = self.maildir(key)
+        try:
+            self._ensure(maildir)
+            name = (
+                f"{time.time_ns() // 1000}.M{next(self._counter)}P{os.getpid()}"
+                f".{self._host},S={len(data)}"
+            )
+            tmp = maildir / "tmp" / name
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                _write_all(fd, data)
+                if self.owner:
+                    os.fchown(fd, *self.owner)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise TemporaryFailure(
+                451, f"cannot store mail: {exc.strerror}", enhanced="4.3.0"
+            ) from exc
+        cached = self._usage.get(key)
+        if cached is not None:
+            cached.size += len(data)
+        return Rename(tmp, maildir / "new" / name)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _size_from_name(name: str, directory: Path) -> int:
+    marker = name.find(",S=")
+    if marker != -1:
+        digits = name[marker + 3 :].split(",", 1)[0].split(":", 1)[0]
+        if digits.isdigit():
+            return int(digits)
+    try:
+        return (directory / name).stat().st_size
+    except OSError:
+        return 0

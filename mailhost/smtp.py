@@ -1,0 +1,312 @@
+"""The SMTP faces of the engine: MX (inbound, port 25/2525) and submission (587, 465).
+
+aiosmtpd speaks the protocol; `MailHandler` decides. Every refusal carries the
+RFC 5321 / RFC 3463 code users and remote servers expect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import socket
+import ssl
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
+
+from mailhost.directory import Route
+from mailhost.engine import Engine
+from mailhost.errors import DeliveryError
+
+log = logging.getLogger(__name__)
+
+MX = "mx"
+SUBMISSION = "submission"
+
+
+def reply(exc: DeliveryError) -> str:
+    enhanced = f"{exc.enhanced} " if exc.enhanced else ""
+    return f"{exc.code} {enhanced}{exc.text}"
+
+
+def has_bare_line_ending(data: bytes) -> bool:
+    """True if a CR or LF appears outside a CRLF pair (the SMTP smuggling vector)."""
+    crlf = data.count(b"\r\n")
+    return data.count(b"\n") != crlf or data.count(b"\r") != crlf
+
+
+def count_received(data: bytes) -> int:
+    end = data.find(b"\r\n\r\n")
+    headers = data if end == -1 else data[: end + 2]
+    return sum(1 for line in headers.split(b"\r\n") if line[:9].lower() == b"received:")
+
+
+class MuninetSMTP(SMTP):
+    """aiosmtpd's SMTP protocol with a per-IP connection limit."""
+
+    def __init__(self, handler: MailHandler, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._counted_ip: str | None = None
+        self._engine = handler.engine
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._counted_ip is None and getattr(self, "_original_transport", None) is None:
+            peer = transport.get_extra_info("peername")
+            ip = peer[0] if peer else "unknown"
+            if not self._engine.connections.acquire(ip):
+                log.warning("too many connections from %s", ip)
+                transport.write(b"421 4.7.0 Too many connections from your address\r\n")  # type: ignore[attr-defined]
+                transport.close()
+                return
+            self._counted_ip = ip
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._counted_ip is None:
+            return
+        self._engine.connections.release(self._counted_ip)
+        self._counted_ip = None
+        super().connection_lost(error)
+
+
+class MailHandler:
+    """aiosmtpd handler: the policy of one listening port (MX or submission)."""
+
+    def __init__(self, engine: Engine, kind: str) -> None:
+        self.engine = engine
+        self.kind = kind
+        self.settings = engine.settings
+
+    # -- AUTH (submission only): verified in worker threads, never on the event loop ----
+
+    async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            blob = await server.challenge_auth("")
+        else:
+            try:
+                blob = base64.b64decode(args[1], validate=True)
+            except (binascii.Error, ValueError):
+                await server.push("501 5.5.2 Cannot decode base64")
+                return AuthResult(success=False, handled=True)
+        if not isinstance(blob, bytes) or blob.count(b"\x00") != 2:
+            await server.push("501 5.5.2 Cannot split credentials")
+            return AuthResult(success=False, handled=True)
+        _, login, password = blob.split(b"\x00")
+        return await self._verify(server, login, password)
+
+    async def auth_LOGIN(self, server: SMTP, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            login = await server.challenge_auth(server.AuthLoginUsernameChallenge)
+        else:
+            try:
+                login = base64.b64decode(args[1], validate=True)
+            except (binascii.Error, ValueError):
+                await server.push("501 5.5.2 Cannot decode base64")
+                return AuthResult(success=False, handled=True)
+        if not isinstance(login, bytes):
+            return AuthResult(success=False, handled=False)
+        password = await server.challenge_auth(server.AuthLoginPasswordChallenge)
+        if not isinstance(password, bytes):
+            return AuthResult(success=False, handled=False)
+        return await self._verify(server, login, password)
+
+    async def _verify(self, server: SMTP, login_raw: bytes, password_raw: bytes) -> AuthResult:
+        try:
+            login, password = login_raw.decode(), password_raw.decode()
+        except UnicodeDecodeError:
+            return AuthResult(success=False, handled=False)
+        ip = _peer_ip(server.session) if server.session else "unknown"
+        if self.engine.auth_blocked(ip, login):
+            await server.push("454 4.7.0 Too many failed logins, try again later")
+            return AuthResult(success=False, handled=True)
+        key = await self.engine.authenticate(ip, login, password)
+        if key is None:
+            await server.push("535 5.7.8 Authentication credentials invalid")
+            return AuthResult(success=False, handled=True)
+        return AuthResult(success=True, auth_data=key)
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        """The MX port offers no AUTH at all; submission offers it only once TLS is up."""
+        session.host_name = hostname
+        if self.kind == MX:
+            return [r for r in responses if not r[4:].upper().startswith("AUTH")]
+        return responses
+
+    # -- the envelope ---------------------------------------------------------------------
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        size = _size_option(mail_options)
+        if size is not None and size > self.settings.smtp.max_message_size:
+            return "552 5.3.4 Message size exceeds fixed maximum message size"
+        if self.kind == SUBMISSION:
+            login = session.auth_data if session.authenticated else None
+            if login is None:
+                return "530 5.7.0 Authentication required"
+            if not await self.engine.may_send_as(login, address):
+                return f"553 5.7.1 Sender address rejected: not owned by user {login}"
+            if self.engine.sent_by_account.exceeded(login):
+                return "450 4.7.1 Sending rate limit exceeded, try again later"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        envelope.routes = []  # type: ignore[attr-defined]
+        envelope.declared_size = size or 0  # type: ignore[attr-defined]
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if len(envelope.rcpt_tos) >= self.settings.smtp.max_recipients:
+            return "452 4.5.3 Too many recipients"
+        relay_allowed = self.kind == SUBMISSION and bool(session.authenticated)
+        try:
+            route = await self.engine.route(
+                address, relay_allowed=relay_allowed, size=getattr(envelope, "declared_size", 0)
+            )
+        except DeliveryError as exc:
+            return reply(exc)
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        envelope.routes.append(route)  # type: ignore[attr-defined]
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        data = envelope.original_content or b""
+        if has_bare_line_ending(data):
+            return "550 5.6.11 Bare CR or LF in message; lines must end with CRLF"
+        if count_received(data) >= self.settings.smtp.max_received_headers:
+            return "554 5.4.6 Too many Received headers: mail loop"
+        routes: list[Route] = envelope.routes  # type: ignore[attr-defined]
+        login = session.auth_data if session.authenticated else None
+        message = self._received(session, envelope, login) + data
+        try:
+            accepted = await self.engine.accept(
+                mail_from=envelope.mail_from or "",
+                routes=routes,
+                data=message,
+                smtputf8=envelope.smtp_utf8,
+                auth_user=login,
+            )
+        except DeliveryError as exc:
+            log.error("message from %s not stored: %s", envelope.mail_from, exc)
+            return reply(exc)
+        if login is not None:
+            self.engine.sent_by_account.add(login)
+        log.info(
+            "accepted %s from <%s> for %d recipient(s) (%d local, %d queued), %d bytes",
+            accepted.queue_id,
+            envelope.mail_from,
+            len(envelope.rcpt_tos),
+            accepted.local,
+            accepted.queued,
+            len(message),
+        )
+        return f"250 2.0.0 OK queued as {accepted.queue_id}"
+
+    def _received(self, session: Session, envelope: Envelope, login: str | None) -> bytes:
+        protocol = (
+            ("UTF8SMTP" if envelope.smtp_utf8 else "ESMTP")
+            + ("S" if session.ssl else "")
+            + ("A" if login else "")
+        )
+        helo = session.host_name or "unknown"
+        ip = _peer_ip(session)
+        recipient = f"\r\n\tfor <{envelope.rcpt_tos[0]}>" if len(envelope.rcpt_tos) == 1 else ""
+        stamp = format_datetime(datetime.now(UTC))
+        line = (
+            f"Received: from {helo} ([{ip}])\r\n\tby {self.settings.association.hostname} "
+            f"(muninet) with {protocol}{recipient}; {stamp}\r\n"
+        )
+        return line.encode("utf-8", "surrogateescape")
+
+
+def _peer_ip(session: Session) -> str:
+    peer = session.peer
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return "unknown"
+
+
+def _size_option(options: list[str]) -> int | None:
+    for option in options:
+        name, _, value = option.partition("=")
+        if name.upper() == "SIZE" and value.isdigit():
+            return int(value)
+    return None
+
+
+async def start_servers(
+    engine: Engine, *, reuse_port: bool = False
+) -> list[asyncio.base_events.Server]:
+    """Listen on the MX, submission (STARTTLS) and SMTPS (implicit TLS) ports."""
+    settings = engine.settings
+    listen = settings.listen
+    tls = engine_tls(engine)
+    smtp = settings.smtp
+
+    def factory(kind: str, *, starttls: bool, implicit_tls: bool) -> MuninetSMTP:
+        return MuninetSMTP(
+            MailHandler(engine, kind),
+            data_size_limit=smtp.max_message_size,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            hostname=settings.association.hostname,
+            ident="muninet",
+            tls_context=tls if starttls else None,
+            require_starttls=kind == SUBMISSION and starttls,
+            timeout=smtp.command_timeout,
+            auth_require_tls=not implicit_tls,
+            auth_exclude_mechanism=[] if kind == SUBMISSION else ["PLAIN", "LOGIN"],
+        )
+
+    loop = asyncio.get_running_loop()
+    plans: list[tuple[int, Any, ssl.SSLContext | None]] = [
+        (listen.smtp_port, lambda: factory(MX, starttls=True, implicit_tls=False), None),
+        (
+            listen.submission_port,
+            lambda: factory(SUBMISSION, starttls=True, implicit_tls=False),
+            None,
+        ),
+        (listen.smtps_port, lambda: factory(SUBMISSION, starttls=False, implicit_tls=True), tls),
+    ]
+    servers = []
+    for port, make, context in plans:
+        server = await loop.create_server(
+            make,
+            host=listen.address,
+            port=port,
+            ssl=context,
+            reuse_address=True,
+            reuse_port=reuse_port,
+            family=socket.AF_UNSPEC,
+        )
+        servers.append(server)
+    return servers
+
+
+def engine_tls(engine: Engine) -> ssl.SSLContext:
+    from mailhost.tls import server_context
+
+    return server_context(engine.settings)
