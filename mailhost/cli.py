@@ -16,7 +16,7 @@ def _worker_count(requested: int) -> int:
     return requested if requested > 0 else (os.cpu_count() or 1)
 
 
-def _serve(app: App, workers: int) -> None:
+def _serve(app: App, workers: int, *, queue: bool = True) -> None:
     from mailhost.server import serve
 
     settings = app.settings
@@ -30,7 +30,7 @@ def _serve(app: App, workers: int) -> None:
             os._exit(0)
         children.append(pid)
     try:
-        asyncio.run(serve(settings, reuse_port=count > 1))
+        asyncio.run(serve(settings, reuse_port=count > 1, run_queue=queue))
     finally:
         for pid in children:
             try:
@@ -42,10 +42,11 @@ def _serve(app: App, workers: int) -> None:
 
 @click.command("smtpd")
 @click.option("--workers", type=int, help="Server processes (default: smtp.workers).")
+@click.option("--no-queue", is_flag=True, help="Accept mail only; another instance runs the queue.")
 @pass_app
-def smtpd(app: App, workers: int | None) -> None:
+def smtpd(app: App, workers: int | None, no_queue: bool) -> None:
     """Run the mail engine (MX, submission, queue) in the foreground, as systemd does."""
-    _serve(app, app.settings.smtp.workers if workers is None else workers)
+    _serve(app, app.settings.smtp.workers if workers is None else workers, queue=not no_queue)
 
 
 @click.command("run")

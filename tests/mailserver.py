@@ -1,0 +1,79 @@
+"""A real `muninet smtpd` process for tests, on free 127.0.0.1 ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MUNINET = Path(sys.executable).parent / "muninet"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"smtpd exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"smtpd did not listen on {port}")
+
+
+@dataclass
+class MailServer:
+    env: dict[str, str]
+    state_dir: Path
+    smtp_port: int = field(default_factory=free_port)
+    submission_port: int = field(default_factory=free_port)
+    smtps_port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def full_env(self) -> dict[str, str]:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("MUNINET_")}
+        return {
+            **base,
+            **self.env,
+            "MUNINET_LISTEN__SMTP_PORT": str(self.smtp_port),
+            "MUNINET_LISTEN__SUBMISSION_PORT": str(self.submission_port),
+            "MUNINET_LISTEN__SMTPS_PORT": str(self.smtps_port),
+            "MUNINET_ASSOCIATION__HOSTNAME": "mail.test.example",
+        }
+
+    def start(self, *args: str) -> None:
+        self.log_path = self.state_dir / f"smtpd-{time.time_ns()}.log"
+        log = open(self.log_path, "wb")  # noqa: SIM115 - the process owns it
+        self.process = subprocess.Popen(
+            [str(MUNINET), "smtpd", *args], env=self.full_env, stdout=log, stderr=log
+        )
+        wait_for_port(self.smtps_port, self.process)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        code = self.process.wait(timeout=30)
+        self.process = None
+        return code
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def maildir_files(self, key: str, sub: str = "new") -> list[Path]:
+        local, _, domain = key.rpartition("@")
+        directory = self.state_dir / "mail" / domain / local / "Maildir" / sub
+        return sorted(directory.iterdir()) if directory.exists() else []
