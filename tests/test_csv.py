@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from conftest import require_tool
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]

@@ -5,11 +5,12 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from conftest import FAST_HASHING, require_tool
 
 from provisioning.errors import ValidationError
 from provisioning.passwords import PasswordHasher, normalize_imported_hash
 from provisioning.settings import load_settings
+
+from conftest import FAST_HASHING, require_tool
 
 PASSWORD = "Zażółć gęślą jaźń 2026"
 

@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAST_HASHING
-from mailserver import MailServer
 from provisioning.audit import Actor
 from provisioning.db import Database
 from provisioning.models import MemberStatus
 from provisioning.services import aliases, domains, mailboxes, members
 from provisioning.services.context import ServiceContext
 from provisioning.settings import load_settings
+
+from conftest import FAST_HASHING
+from mailserver import MailServer
 
 SHARED = "info.association.pl"
 IDN = "община-трън.бг"
