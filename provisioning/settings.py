@@ -199,8 +199,9 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any], origin: str) -> No
             if key not in base:
                 raise ConfigError(f"{origin}: unknown setting {key!r}")
             if isinstance(base[key], list) and isinstance(value, str):
-                value = _parse_list(value, origin, key)
-            base[key] = value
+                base[key] = _parse_list(value, origin, key)
+            else:
+                base[key] = value
 
 
 def _parse_list(text: str, origin: str, key: str) -> list[Any]:
