@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAST_HASHING
-from mailserver import MailServer
 from provisioning.audit import Actor
 from provisioning.db import Database
 from provisioning.services import aliases, domains, mailboxes, members
 from provisioning.services.context import ServiceContext
 from provisioning.settings import load_settings
+
+from conftest import FAST_HASHING
+from mailserver import MailServer
 
 DOMAIN = "gmina-glusk.pl"
 SENDERS = 8
