@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import ParamSpec, TypeVar
 
+from mailhost import lmtp
 from mailhost.directory import Directory, LocalMailbox, Route
 from mailhost.durability import GroupCommitter, Rename
 from mailhost.errors import DeliveryError, TemporaryFailure
@@ -127,7 +128,11 @@ class Engine:
         for route in routes:
             local.extend(m for m in route.local if m not in local)
             remote.extend(a for a in route.remote if a not in remote)
-        renames, deferred = await self.run(self._prepare_local, local, data)
+        renames: list[Rename]
+        if self.settings.delivery.method == "lmtp":
+            renames, deferred = [], await self.run(self._deliver_lmtp, mail_from, local, data)
+        else:
+            renames, deferred = await self.run(self._prepare_local, local, data)
         pending = [*remote, *(LOCAL_PREFIX + key for key in deferred)]
         if pending:
             header = MessageHeader(
@@ -166,7 +171,29 @@ class Engine:
                 deferred.append(mailbox.key)
         return renames, deferred
 
-    async def deliver_local(self, key: str, data: bytes) -> None:
+    def _deliver_lmtp(
+        self, mail_from: str, mailboxes_: list[LocalMailbox], data: bytes
+    ) -> list[str]:
+        """Deliver through Dovecot; returns the keys to retry from the spool."""
+        if not mailboxes_:
+            return []
+        outcome = lmtp.deliver(
+            self.settings.delivery.lmtp_socket, mail_from, [m.key for m in mailboxes_], data
+        )
+        deferred = [key for key, failure in outcome.items() if failure is not None]
+        for key in deferred:
+            log.warning("LMTP delivery to %s deferred: %s", key, outcome[key])
+        return deferred
+
+    async def deliver_local(self, key: str, data: bytes, mail_from: str = "") -> None:
         """Retry of a deferred local delivery (used by the queue runner)."""
+        if self.settings.delivery.method == "lmtp":
+            outcome = await self.run(
+                lmtp.deliver, self.settings.delivery.lmtp_socket, mail_from, [key], data
+            )
+            failure = outcome[key]
+            if failure is not None:
+                raise failure
+            return
         rename = await self.run(self.store.prepare, key, data)
         await self.committer.commit([rename])

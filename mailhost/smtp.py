@@ -307,6 +307,6 @@ async def start_servers(
 
 
 def engine_tls(engine: Engine) -> ssl.SSLContext:
-    from mailhost.tls import server_context
+    from provisioning.tls import server_context
 
     return server_context(engine.settings)

@@ -1,4 +1,4 @@
-"""TLS for the SMTP servers: configured certificate files, or a self-signed pair for dev."""
+"""TLS material for every daemon: configured certificate files, or a self-signed pair for dev."""
 
 from __future__ import annotations
 
@@ -58,12 +58,16 @@ def ensure_self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
+def certificate_files(settings: Settings) -> tuple[Path, Path]:
+    """(certificate, key): the configured files, or the self-signed dev pair."""
+    if settings.smtp.tls_cert:
+        return Path(settings.smtp.tls_cert), Path(settings.smtp.tls_key)
+    return ensure_self_signed(settings.state_dir / "tls", settings.association.hostname)
+
+
 def server_context(settings: Settings) -> ssl.SSLContext:
     """The server-side TLS context (TLS 1.2 or newer)."""
-    if settings.smtp.tls_cert:
-        cert, key = Path(settings.smtp.tls_cert), Path(settings.smtp.tls_key)
-    else:
-        cert, key = ensure_self_signed(settings.state_dir / "tls", settings.association.hostname)
+    cert, key = certificate_files(settings)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert, key)
