@@ -49,7 +49,7 @@ class Engine:
         state.mkdir(parents=True, exist_ok=True)
         self.committer = GroupCommitter(state)
         self.spool = Spool(state / "spool", self.committer)
-        self.store = MaildirStore(settings.maildir_root, settings.delivery.mail_user)
+        self.store = MaildirStore(settings.maildir_root, settings.mail_owner())
         sub = settings.submission
         self.auth_failures_by_network = SlidingWindow(
             sub.auth_failures_per_network, sub.auth_window

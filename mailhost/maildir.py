@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import pwd
 import socket
 import time
 from dataclasses import dataclass
@@ -30,13 +29,12 @@ class _Usage:
 
 
 class MaildirStore:
-    def __init__(self, root: Path, mail_user: str = "") -> None:
+    def __init__(self, root: Path, owner: tuple[int, int] | None = None) -> None:
+        """`owner` (uid, gid) of every file and directory; None: whoever runs us."""
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
-        self.owner: tuple[int, int] | None = None
-        if mail_user:
-            entry = pwd.getpwnam(mail_user)
-            self.owner = (entry.pw_uid, entry.pw_gid)
+        self.owner = owner if owner != (os.geteuid(), os.getegid()) else None
+        if self.owner:
             os.chown(self.root, *self.owner)
         self._host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
         self._counter = itertools.count()

@@ -66,10 +66,9 @@ def render_dovecot(settings: Settings, *, auth_penalty: bool = True) -> DovecotF
     base_dir = root / "run"
     for directory in (root, base_dir, root / "state"):
         directory.mkdir(parents=True, exist_ok=True)
-    mail_user = settings.delivery.mail_user or pwd.getpwuid(os.getuid()).pw_name
-    entry = pwd.getpwnam(mail_user)
+    mail_uid, mail_gid = settings.mail_owner()
     settings.maildir_root.mkdir(parents=True, exist_ok=True)
-    os.chown(settings.maildir_root, entry.pw_uid, entry.pw_gid)
+    os.chown(settings.maildir_root, mail_uid, mail_gid)
     cert, key = certificate_files(settings)
     driver, connect = dovecot_sql_connect(settings.database_url)
     files = DovecotFiles(
@@ -94,8 +93,8 @@ def render_dovecot(settings: Settings, *, auth_penalty: bool = True) -> DovecotF
             tls_cert=cert,
             tls_key=key,
             maildir_root=settings.maildir_root,
-            mail_uid=entry.pw_uid,
-            mail_gid=entry.pw_gid,
+            mail_uid=mail_uid,
+            mail_gid=mail_gid,
             sql_conf=sql_conf,
             lmtp_socket=files.lmtp_socket,
             auth_socket=files.auth_socket,

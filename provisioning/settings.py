@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import tomllib
 from collections.abc import Mapping
 from functools import cache
@@ -164,6 +165,24 @@ class Settings(_Section):
     @property
     def state_dir(self) -> Path:
         return self.paths.state_dir.expanduser().resolve()
+
+    @property
+    def mail_user(self) -> str:
+        """Owner of delivered mail: the configured user; else vmail for root, or ourselves."""
+        if self.delivery.mail_user:
+            return self.delivery.mail_user
+        return "vmail" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+
+    def mail_owner(self) -> tuple[int, int]:
+        """(uid, gid) of the mail user, or a clear ConfigError if it does not exist."""
+        try:
+            entry = pwd.getpwnam(self.mail_user)
+        except KeyError:
+            raise ConfigError(
+                f"the mail user {self.mail_user!r} does not exist: create it "
+                "(scripts/setup does) or set delivery.mail_user"
+            ) from None
+        return entry.pw_uid, entry.pw_gid
 
     @property
     def maildir_root(self) -> Path:
