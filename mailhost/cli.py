@@ -21,6 +21,7 @@ def _serve(app: App, workers: int, *, queue: bool = True) -> None:
 
     settings = app.settings
     app.database()  # refuse an un-migrated database before anything starts
+    app.close()  # no pooled connections may cross the fork
     count = _worker_count(workers)
     children: list[int] = []
     for _ in range(count - 1):

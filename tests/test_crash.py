@@ -114,3 +114,20 @@ def test_every_acknowledged_message_survives_kill_9(server: MailServer) -> None:
     assert not missing_remote, f"acknowledged but not in the spool: {sorted(missing_remote)}"
     assert list((server.state_dir / "spool" / "tmp").iterdir()) == []
     assert "Traceback" not in server.log()
+
+
+def test_worker_processes_share_the_port(server: MailServer) -> None:
+    server.start("--workers", "2", "--no-queue")
+    for n in range(40):
+        with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=10) as client:
+            client.sendmail(
+                "s@example.com", [f"urzad@{DOMAIN}"], f"Subject: w{n}\r\n\r\nx\r\n".encode()
+            )
+    assert len(server.maildir_files(f"urzad@{DOMAIN}")) == 40
+    assert server.stop() == 0
+    pids = {
+        line.split("(pid ")[1].split(")")[0]
+        for line in server.log().splitlines()
+        if "listening on" in line
+    }
+    assert len(pids) == 2
