@@ -141,14 +141,14 @@ def _human_part(statuses: Sequence[RecipientStatus], *, hostname: str, delayed: 
     else:
         summary = [
             "Your message could not be delivered to the recipients below.",
-            "This is a permanent error; the mail system has given up.",
+            "The mail system has given up; they will not receive it.",
         ]
     text_lines = [
         f"This is the mail system at {hostname}.",
         "",
         *summary,
         "",
-        *(f"<{s.address}>: {_one_line(s.diagnostic)}" for s in statuses),
+        *(f"<{s.address}>: {_one_line(s.diagnostic)}{_gave_up(s)}" for s in statuses),
         "",
     ]
     text = "\r\n".join(text_lines).encode()
@@ -160,6 +160,13 @@ def _human_part(statuses: Sequence[RecipientStatus], *, hostname: str, delayed: 
         "",
         body,
     ]
+
+
+def _gave_up(status: RecipientStatus) -> str:
+    """Why a temporary error became final: the message waited longer than queue.max_age."""
+    if status.action == "failed" and status.status.startswith("4"):
+        return " (still failing when the message became too old to keep trying)"
+    return ""
 
 
 def _delivery_status(

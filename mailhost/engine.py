@@ -79,6 +79,14 @@ class Engine:
             await self.run(self.store.check_quota, mailbox.key, mailbox.quota, size)
         return route
 
+    def spool_recipient(self, address: str) -> str:
+        """Where a bounce to `address` goes: a hosted mailbox (LOCAL_PREFIX + key) or out."""
+        try:
+            route = self.directory.route(address, relay_allowed=True)
+        except DeliveryError:
+            return address
+        return LOCAL_PREFIX + route.local[0].key if route.local else address
+
     async def may_send_as(self, login: str, sender: str) -> bool:
         return await self.run(self.directory.may_send_as, login, sender)
 

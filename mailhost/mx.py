@@ -143,7 +143,12 @@ class MxResolver:
                 ) from None
             if self.settings.nameservers:
                 resolver.port = self.settings.port
-                resolver.nameservers = list(self.settings.nameservers)
+                try:
+                    resolver.nameservers = list(self.settings.nameservers)
+                except ValueError as exc:  # not an IP address; keep the mail until fixed
+                    raise TemporaryFailure(
+                        451, f"bad dns.nameservers setting: {exc}", enhanced="4.3.5"
+                    ) from None
             resolver.timeout = self.settings.timeout
             resolver.lifetime = self.settings.timeout
             self._resolver = resolver

@@ -1,9 +1,10 @@
 """`muninet queue ...`: look into the mail queue and steer it.
 
-These commands use only the settings and the spool in `<state_dir>/spool`, never
-the database, so they work while the database is down, which is when an admin is
-most likely to look at a growing queue. They can run while the server runs: a
-message being delivered is locked (see `mailhost.queue_runner`).
+These commands use only the settings and the spool in `<state_dir>/spool` (all but
+`flush`, which delivers and so needs the database), so they work while the database
+is down, which is when an admin is most likely to look at a growing queue. They can
+run while the server runs: a message being delivered is locked (see
+`mailhost.queue_runner`).
 """
 
 from __future__ import annotations
@@ -20,20 +21,14 @@ import click
 
 from mailhost.durability import GroupCommitter
 from mailhost.queue_runner import (
-    DeliverLocal,
     MessageBusy,
     QueueRunner,
     delete_message,
-    local_delivery_unavailable,
     make_due,
 )
 from mailhost.spool import QueuedMessage, Spool
 from provisioning.cli.app import App, emit_json, emit_table, json_option, pass_app
-from provisioning.errors import Conflict, NotFound
-
-# How `queue flush` delivers to hosted mailboxes; the CLI cannot, so such recipients
-# stay queued for the server. Replace it to let the CLI store local mail itself.
-deliver_local: DeliverLocal = local_delivery_unavailable
+from provisioning.errors import Conflict, MuninetError, NotFound
 
 _SHOWN_HEADER_LINES = 30
 
@@ -54,6 +49,8 @@ def _load(spool: Spool, message_id: str) -> QueuedMessage:
         return spool.load(message_id)
     except KeyError:
         raise NotFound(f"no queued message {message_id}") from None
+    except (ValueError, TypeError) as exc:
+        raise MuninetError(f"queued message {message_id} is unreadable: {exc}") from None
 
 
 def _when(timestamp: float) -> str:
@@ -87,8 +84,8 @@ def list_(app: App, as_json: bool) -> None:
         for mid in spool.ids():
             try:
                 messages.append(spool.load(mid))
-            except KeyError:
-                continue  # delivered while we looked
+            except (KeyError, ValueError, TypeError):
+                continue  # delivered while we looked, or torn (set aside at the next start)
     if as_json:
         emit_json([_message_dict(m) for m in messages])
         return
@@ -119,7 +116,10 @@ def show(app: App, message_id: str, as_json: bool) -> None:
     """Show one message: envelope, delivery state, and its first header lines."""
     with _spool(app) as spool:
         message = _load(spool, message_id)
-        data = spool.read_data(message_id)
+        try:
+            data = spool.read_data(message_id)
+        except FileNotFoundError:
+            raise NotFound(f"no queued message {message_id}") from None
     headers = _header_lines(data)
     if as_json:
         emit_json({**_message_dict(message), "headers": headers})
@@ -174,10 +174,17 @@ def delete(app: App, message_id: str) -> None:
 @pass_app
 def flush(app: App) -> None:
     """Try to deliver every queued message now, in the foreground, and report."""
-    with _spool(app) as spool:
-        runner = QueueRunner(spool, app.settings, deliver_local)
+    from mailhost.engine import Engine
+
+    engine = Engine(app.settings, app.database())
+    try:
+        runner = QueueRunner(
+            engine.spool, app.settings, engine.deliver_local, route=engine.spool_recipient
+        )
         report = asyncio.run(runner.flush())
-        left = len(spool.ids())
+        left = len(engine.spool.ids())
+    finally:
+        engine.close()
     click.echo(f"{report.summary()}; {left} message(s) left in the queue")
 
 

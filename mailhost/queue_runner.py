@@ -192,11 +192,15 @@ class QueueRunner:
 
     async def _pause(self, stop: asyncio.Event) -> None:
         waiters = {asyncio.create_task(self._wakeup.wait()), asyncio.create_task(stop.wait())}
-        _, pending = await asyncio.wait(
-            waiters, timeout=self.settings.queue.scan_interval, return_when=asyncio.FIRST_COMPLETED
-        )
-        for task in pending:
-            task.cancel()
+        try:
+            await asyncio.wait(
+                waiters,
+                timeout=self.settings.queue.scan_interval,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:  # also when run_forever itself is cancelled
+            for task in waiters:
+                task.cancel()
 
     def retry(self, message_id: str | None = None) -> int:
         """Make one message (KeyError if unknown) or every message due now (blocking)."""
@@ -245,6 +249,9 @@ class QueueRunner:
             claim = await asyncio.to_thread(self._claim, message_id, now)
         except MessageBusy:
             return RunReport(busy=1)
+        except Exception:  # unreadable; recover() sets torn files aside at the next start
+            log.exception("%s: cannot read the queued message", message_id)
+            return RunReport()
         if claim is None:
             return RunReport()
         try:

@@ -63,7 +63,9 @@ async def serve(
     if run_queue:
         from mailhost.queue_runner import QueueRunner
 
-        runner = QueueRunner(engine.spool, settings, engine.deliver_local)
+        runner = QueueRunner(
+            engine.spool, settings, engine.deliver_local, route=engine.spool_recipient
+        )
         engine.on_queued = runner.wake
         runner_task = asyncio.create_task(runner.run_forever(stop))
     try:

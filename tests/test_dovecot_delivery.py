@@ -10,7 +10,6 @@ import smtplib
 from collections.abc import Iterator
 
 import pytest
-from dovecot_server import start_dovecot, stop_dovecot, world_traversable_tmp
 
 from provisioning.audit import Actor
 from provisioning.db import Database
@@ -19,6 +18,7 @@ from provisioning.services.context import ServiceContext
 from provisioning.settings import load_settings
 
 from conftest import FAST_HASHING
+from dovecot_server import start_dovecot, stop_dovecot, world_traversable_tmp
 from mailserver import MailServer, free_port
 
 PW = "correct horse battery"
