@@ -87,6 +87,7 @@ class Options:
     probe_size: int
     large_clients: int
     large_size: int
+    load_seconds: float
     postfix: bool
     latency: bool
     json_path: Path
@@ -119,6 +120,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     add("--probe-size", type=int, default=2048, help="bytes of each small message")
     add("--large-clients", type=int, default=10, help="sessions uploading large messages")
     add("--large-size", type=int, default=20 * MIB, help="bytes of each large message")
+    add("--load-seconds", type=float, default=45, help="longest probe phase under load")
     add("--no-postfix", action="store_true", help="measure muninet only")
     add("--no-latency", action="store_true", help="skip scenario 2")
     add("--json", type=Path, default=DEFAULT_JSON, help="where to write the results")
@@ -138,6 +140,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         probe_size=args.probe_size,
         large_clients=args.large_clients,
         large_size=args.large_size,
+        load_seconds=args.load_seconds,
         postfix=not args.no_postfix,
         latency=not args.no_latency,
         json_path=args.json,
@@ -811,10 +814,14 @@ class LargeUploads:
         }
 
 
-def probe(port: int, count: int, size: int, tag: str) -> list[float]:
-    """Seconds from connect to the `250` after DATA, for `count` messages one after another."""
+def probe(port: int, count: int, size: int, tag: str, seconds: float = math.inf) -> list[float]:
+    """Seconds from connect to the `250` after DATA, for `count` messages one after another
+    (fewer if `seconds` run out first)."""
     latencies: list[float] = []
+    deadline = time.monotonic() + seconds
     for n in range(count):
+        if time.monotonic() > deadline:
+            break
         message = small_message(size, f"{tag}-{n}")
         began = time.perf_counter()
         client = smtplib.SMTP(LOOPBACK, port, CLIENT_NAME, timeout=300)
@@ -850,8 +857,8 @@ def measure_latency(server: Server, opts: Options) -> dict[str, Any]:
         probe(server.port, warmup, opts.probe_size, "warmup")
         idle = probe(server.port, opts.probes, opts.probe_size, "idle")
         with LargeUploads(server.port, opts.large_clients, opts.large_size) as load:
-            loaded = probe(server.port, opts.probes, opts.probe_size, "loaded")
-        expected = warmup + 2 * opts.probes + load.accepted
+            loaded = probe(server.port, opts.probes, opts.probe_size, "loaded", opts.load_seconds)
+        expected = warmup + len(idle) + len(loaded) + load.accepted
         wait_delivered(server, expected, 300)
     idle_stats, loaded_stats = latency_stats(idle), latency_stats(loaded)
     return {
@@ -936,12 +943,9 @@ def run_all(opts: Options, work: Path) -> dict[str, Any]:
 
 
 def metadata(opts: Options, servers: list[Server]) -> dict[str, Any]:
-    commit = subprocess.run(
-        [tool("git"), "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
+    git = [tool("git"), "-C", str(REPO)]
+    commit = run([*git, "rev-parse", "--short", "HEAD"]).stdout.strip()
+    changed = run([*git, "status", "--porcelain", "--untracked-files=no"]).stdout.split("\n")
     postfix = next((s for s in servers if isinstance(s, Postfix)), None)
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -949,6 +953,7 @@ def metadata(opts: Options, servers: list[Server]) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "kernel": platform.release(),
         "commit": commit,
+        "uncommitted_changes": sorted(line[3:] for line in changed if line.strip()),
         "postfix": postfix.version() if postfix is not None else None,
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()},
     }
@@ -1018,7 +1023,7 @@ THROUGHPUT_HEADERS = (
     *("peak RSS MB", "peak PSS MB", "procs"),
 )
 LATENCY_HEADERS = (
-    *("server", "idle p50", "idle p99", "load p50", "load p99", "p99 ratio"),
+    *("server", "idle p50", "idle p99", "load n", "load p50", "load p99", "p99 ratio"),
     *("large msgs", "peak RSS MB"),
 )
 
@@ -1051,13 +1056,14 @@ def latency_rows(results: list[dict[str, Any]]) -> list[list[str]]:
     rows = []
     for r in results:
         if "error" in r:
-            rows.append([r["server"], "FAILED", "", "", "", "", "", ""])
+            rows.append([r["server"], "FAILED", "", "", "", "", "", "", ""])
             continue
         rows.append(
             [
                 r["server"],
                 f"{r['idle']['p50_ms']:.1f}",
                 f"{r['idle']['p99_ms']:.1f}",
+                str(r["loaded"]["count"]),
                 f"{r['loaded']['p50_ms']:.1f}",
                 f"{r['loaded']['p99_ms']:.1f}",
                 f"{r['p99_ratio']:.2f}x",
@@ -1082,9 +1088,9 @@ def report(results: dict[str, Any], opts: Options) -> str:
     if results["latency"]:
         out += [
             "",
-            f"== Scenario 2: {opts.probes} x {opts.probe_size} B sequential, connect to 250 "
-            f"(ms), idle vs while {opts.large_clients} sessions upload "
-            f"{opts.large_size // MIB} MB messages",
+            f"== Scenario 2: {opts.probes} x {opts.probe_size} B one after another, connect to "
+            f"250 (ms), idle vs while {opts.large_clients} sessions upload "
+            f"{opts.large_size // MIB} MB messages (at most {opts.load_seconds:.0f} s)",
             table(
                 LATENCY_HEADERS,
                 latency_rows(results["latency"]),

@@ -392,3 +392,34 @@ def test_dovecot_layout(mail: MailServer) -> None:
 def test_server_log_is_clean(mail: MailServer) -> None:
     assert "Traceback" not in mail.log()
     assert Path(mail.state_dir / "tls" / "selfsigned.crt").exists()
+
+
+def test_dot_stuffing_and_pipelined_commands_after_data(mail: MailServer) -> None:
+    with socket.create_connection(("127.0.0.1", mail.smtp_port), timeout=20) as sock:
+        reader = sock.makefile("rb")
+
+        def replies(count: int) -> list[bytes]:
+            lines = []
+            while len(lines) < count:
+                line = reader.readline()
+                if line[3:4] != b"-":
+                    lines.append(line)
+            return lines
+
+        replies(1)
+        sock.sendall(b"EHLO client.example.com\r\n")
+        replies(1)
+        sock.sendall(f"MAIL FROM:<a@example.com>\r\nRCPT TO:<glusk@{SHARED}>\r\nDATA\r\n".encode())
+        assert [r[:3] for r in replies(3)] == [b"250", b"250", b"354"]
+        # The message, its end marker and the next transaction arrive in one packet.
+        sock.sendall(
+            b"Subject: dots\r\n\r\n..leading dot\r\n...two\r\nplain\r\n.\r\n"
+            + f"MAIL FROM:<b@example.com>\r\nRCPT TO:<glusk@{SHARED}>\r\nDATA\r\n".encode()
+        )
+        assert [r[:3] for r in replies(4)] == [b"250", b"250", b"250", b"354"]
+        sock.sendall(b".\r\n")  # an empty message
+        assert replies(1)[0].startswith(b"250")
+        sock.sendall(b"QUIT\r\n")
+    copies = delivered(mail, f"glusk@{SHARED}", "dots")
+    assert len(copies) == 1
+    assert copies[0].endswith(b"\r\n\r\n.leading dot\r\n..two\r\nplain\r\n")
