@@ -61,6 +61,7 @@ class Engine:
         self.connections = ConnectionCounter(settings.smtp.max_connections_per_ip)
         self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="engine")
         self.on_queued: Callable[[], None] | None = None
+        self._routes: dict[tuple[str, bool], tuple[float, Route | DeliveryError]] = {}
 
     async def run(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run blocking work in the engine's threads."""
@@ -74,10 +75,35 @@ class Engine:
     # -- recipients and senders ---------------------------------------------------------
 
     async def route(self, address: str, *, relay_allowed: bool, size: int) -> Route:
-        route = await self.run(self.directory.route, address, relay_allowed=relay_allowed)
+        """Where a RCPT goes (cached briefly, answers and refusals alike), quota checked."""
+        route = await self._lookup(address, relay_allowed)
         for mailbox in route.local:
-            await self.run(self.store.check_quota, mailbox.key, mailbox.quota, size)
+            usage = self.store.cached_usage(mailbox.key)
+            if usage is None:
+                await self.run(self.store.check_quota, mailbox.key, mailbox.quota, size)
+            else:
+                self.store.check_quota(mailbox.key, mailbox.quota, size, usage)
         return route
+
+    async def _lookup(self, address: str, relay_allowed: bool) -> Route:
+        key = (address.lower(), relay_allowed)
+        now = time.monotonic()
+        cached = self._routes.get(key)
+        if cached is not None and cached[0] > now:
+            result = cached[1]
+        else:
+            try:
+                result = await self.run(self.directory.route, address, relay_allowed=relay_allowed)
+            except DeliveryError as exc:
+                result = exc
+            ttl = self.settings.smtp.lookup_cache
+            if ttl > 0:
+                if len(self._routes) > 100_000:
+                    self._routes.clear()
+                self._routes[key] = (now + ttl, result)
+        if isinstance(result, DeliveryError):
+            raise result
+        return result
 
     def spool_recipient(self, address: str) -> str:
         """Where a bounce to `address` goes: a hosted mailbox (LOCAL_PREFIX + key) or out."""

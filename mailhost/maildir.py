@@ -79,8 +79,15 @@ class MaildirStore:
         self._usage[key] = _Usage(total, now)
         return total
 
-    def check_quota(self, key: str, quota: int, size: int) -> None:
-        if self.usage(key) + size > quota:
+    def cached_usage(self, key: str) -> int | None:
+        """The usage if it is known and fresh, without touching the disk."""
+        cached = self._usage.get(key)
+        if cached is None or time.monotonic() - cached.counted_at >= USAGE_TTL:
+            return None
+        return cached.size
+
+    def check_quota(self, key: str, quota: int, size: int, usage: int | None = None) -> None:
+        if (self.usage(key) if usage is None else usage) + size > quota:
             raise TemporaryFailure(452, f"mailbox {key} is full", enhanced="4.2.2")
 
     def prepare(self, key: str, data: bytes) -> Rename:

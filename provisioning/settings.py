@@ -105,6 +105,7 @@ class SmtpSettings(_Section):
     tls_cert: str
     tls_key: str
     workers: int = Field(ge=0)
+    lookup_cache: Seconds
 
 
 class SubmissionSettings(_Section):
