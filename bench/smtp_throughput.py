@@ -250,6 +250,18 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """CPU time used by these processes and by their children that have exited."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        ticks += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def _status_kib(pid: int) -> tuple[int, int]:
     """(VmHWM, VmRSS) in KiB; zeros for a process that just exited."""
     hwm = rss = 0
@@ -647,10 +659,6 @@ class Postfix:
     def log_tail(self) -> str:
         return tail(self.maillog)
 
-    def version(self) -> str:
-        result = run([tool("postconf"), "-c", str(self.config), "-h", "mail_version"])
-        return result.stdout.strip()
-
 
 def wait_delivered(server: Server, expected: int, timeout: float) -> None:
     """Until `expected` files are in Maildir/new and the server has nothing left queued."""
@@ -682,11 +690,13 @@ def measure_throughput(server: Server, opts: Options) -> dict[str, Any]:
     wait_delivered(server, warmup, 60)
     clear_mailbox(server)
     with MemorySampler(server.pids) as memory:
+        cpu_before = cpu_seconds(server.pids())
         began = time.perf_counter()
         smtp_source(server.port, opts.messages, opts.sessions, opts.message_size)
         sent = time.perf_counter()
         wait_delivered(server, opts.messages, max(120, opts.messages / 20))
         done = time.perf_counter()
+        cpu = cpu_seconds(server.pids()) - cpu_before
     seconds = done - began
     return {
         "messages": opts.messages,
@@ -696,6 +706,8 @@ def measure_throughput(server: Server, opts: Options) -> dict[str, Any]:
         "msg_per_s": round(opts.messages / seconds, 1),
         "smtp_source_seconds": round(sent - began, 3),
         "accept_msg_per_s": round(opts.messages / (sent - began), 1),
+        "server_cpu_seconds": round(cpu, 2),
+        "cpu_ms_per_msg": round(1000 * cpu / opts.messages, 2),
         "memory": asdict(memory.peak),
     }
 
@@ -924,6 +936,7 @@ def make_servers(opts: Options, work: Path) -> list[Server]:
 
 def run_all(opts: Options, work: Path) -> dict[str, Any]:
     servers = make_servers(opts, work)
+    meta = metadata(opts)
     throughput = [
         {"round": round_ + 1, **measure(server, "throughput", measure_throughput, opts)}
         for round_ in range(opts.repeat)
@@ -934,27 +947,32 @@ def run_all(opts: Options, work: Path) -> dict[str, Any]:
         if opts.latency
         else []
     )
+    meta["load_average_after"] = load_average()
     return {
-        "meta": metadata(opts, servers),
+        "meta": meta,
         "throughput": throughput,
         "latency": latency,
         "summary": summarize(throughput, latency),
     }
 
 
-def metadata(opts: Options, servers: list[Server]) -> dict[str, Any]:
+def load_average() -> list[float]:
+    return [round(value, 2) for value in os.getloadavg()]
+
+
+def metadata(opts: Options) -> dict[str, Any]:
     git = [tool("git"), "-C", str(REPO)]
     commit = run([*git, "rev-parse", "--short", "HEAD"]).stdout.strip()
     changed = run([*git, "status", "--porcelain", "--untracked-files=no"]).stdout.split("\n")
-    postfix = next((s for s in servers if isinstance(s, Postfix)), None)
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": platform.node(),
         "cpus": os.cpu_count(),
         "kernel": platform.release(),
+        "load_average_before": load_average(),
         "commit": commit,
         "uncommitted_changes": sorted(line[3:] for line in changed if line.strip()),
-        "postfix": postfix.version() if postfix is not None else None,
+        "postfix": run([tool("postconf"), "-d", "-h", "mail_version"]).stdout.strip(),
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()},
     }
 
@@ -1020,7 +1038,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 THROUGHPUT_HEADERS = (
     *("server", "round", "msg/s", "vs postfix", "seconds", "accept msg/s"),
-    *("peak RSS MB", "peak PSS MB", "procs"),
+    *("CPU ms/msg", "peak RSS MB", "peak PSS MB", "procs"),
 )
 LATENCY_HEADERS = (
     *("server", "idle p50", "idle p99", "load n", "load p50", "load p99", "p99 ratio"),
@@ -1032,7 +1050,7 @@ def throughput_rows(results: list[dict[str, Any]], ratios: dict[str, float]) -> 
     rows = []
     for r in results:
         if "error" in r:
-            rows.append([r["server"], str(r["round"]), "FAILED", "", "", "", "", "", ""])
+            rows.append([r["server"], str(r["round"]), "FAILED", *[""] * 7])
             continue
         m = r["memory"]
         ratio = ratios.get(r["server"])
@@ -1044,6 +1062,7 @@ def throughput_rows(results: list[dict[str, Any]], ratios: dict[str, float]) -> 
                 f"{ratio:.2f}x" if ratio is not None else "-",
                 f"{r['seconds']:.2f}",
                 f"{r['accept_msg_per_s']:.0f}",
+                f"{r['cpu_ms_per_msg']:.2f}",
                 f"{m['hwm_mb']:.0f}",
                 f"{m['pss_mb']:.0f}",
                 str(m["processes"]),
@@ -1056,7 +1075,7 @@ def latency_rows(results: list[dict[str, Any]]) -> list[list[str]]:
     rows = []
     for r in results:
         if "error" in r:
-            rows.append([r["server"], "FAILED", "", "", "", "", "", "", ""])
+            rows.append([r["server"], "FAILED", *[""] * 7])
             continue
         rows.append(
             [

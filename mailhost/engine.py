@@ -21,7 +21,7 @@ from mailhost.durability import GroupCommitter, Rename
 from mailhost.errors import DeliveryError, TemporaryFailure
 from mailhost.limits import ConnectionCounter, SlidingWindow, network_of
 from mailhost.maildir import MaildirStore
-from mailhost.spool import LOCAL_PREFIX, MessageHeader, Spool, new_id
+from mailhost.spool import LOCAL_PREFIX, Buffer, MessageHeader, Spool, new_id
 from provisioning.audit import Actor
 from provisioning.db import Database
 from provisioning.services import mailboxes
@@ -147,7 +147,7 @@ class Engine:
         *,
         mail_from: str,
         routes: list[Route],
-        data: bytes,
+        parts: list[Buffer],
         smtputf8: bool,
         auth_user: str | None,
     ) -> Accepted:
@@ -164,9 +164,9 @@ class Engine:
             remote.extend(a for a in route.remote if a not in remote)
         renames: list[Rename]
         if self.settings.delivery.method == "lmtp":
-            renames, deferred = [], await self.run(self._deliver_lmtp, mail_from, local, data)
+            renames, deferred = [], await self.run(self._deliver_lmtp, mail_from, local, parts)
         else:
-            renames, deferred = await self.run(self._prepare_local, local, data)
+            renames, deferred = await self.run(self._prepare_local, local, parts)
         pending = [*remote, *(LOCAL_PREFIX + key for key in deferred)]
         if pending:
             header = MessageHeader(
@@ -174,12 +174,12 @@ class Engine:
                 mail_from=mail_from,
                 recipients=pending,
                 received_at=time.time(),
-                size=len(data),
+                size=sum(len(part) for part in parts),
                 smtputf8=smtputf8,
                 auth_user=auth_user,
             )
             try:
-                renames.append(await self.run(self.spool.prepare, header, data))
+                renames.append(await self.run(self.spool.prepare, header, parts))
             except OSError as exc:
                 raise TemporaryFailure(
                     451, f"cannot queue: {exc.strerror}", enhanced="4.3.0"
@@ -193,26 +193,29 @@ class Engine:
         return Accepted(queue_id, len(local) - len(deferred), len(pending))
 
     def _prepare_local(
-        self, mailboxes_: list[LocalMailbox], data: bytes
+        self, mailboxes_: list[LocalMailbox], parts: list[Buffer]
     ) -> tuple[list[Rename], list[str]]:
         renames: list[Rename] = []
         deferred: list[str] = []
         for mailbox in mailboxes_:
             try:
-                renames.append(self.store.prepare(mailbox.key, data))
+                renames.append(self.store.prepare(mailbox.key, parts))
             except DeliveryError as exc:
                 log.warning("local delivery to %s deferred: %s", mailbox.key, exc)
                 deferred.append(mailbox.key)
         return renames, deferred
 
     def _deliver_lmtp(
-        self, mail_from: str, mailboxes_: list[LocalMailbox], data: bytes
+        self, mail_from: str, mailboxes_: list[LocalMailbox], parts: list[Buffer]
     ) -> list[str]:
         """Deliver through Dovecot; returns the keys to retry from the spool."""
         if not mailboxes_:
             return []
         outcome = lmtp.deliver(
-            self.settings.delivery.lmtp_socket, mail_from, [m.key for m in mailboxes_], data
+            self.settings.delivery.lmtp_socket,
+            mail_from,
+            [m.key for m in mailboxes_],
+            b"".join(parts),
         )
         deferred = [key for key, failure in outcome.items() if failure is not None]
         for key in deferred:
@@ -229,5 +232,5 @@ class Engine:
             if failure is not None:
                 raise failure
             return
-        rename = await self.run(self.store.prepare, key, data)
+        rename = await self.run(self.store.prepare, key, [data])
         await self.committer.commit([rename])

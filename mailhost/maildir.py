@@ -12,11 +12,13 @@ import itertools
 import os
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from mailhost.durability import Rename
 from mailhost.errors import PermanentFailure, TemporaryFailure
+from mailhost.spool import Buffer
 
 _SUBDIRS = ("tmp", "new", "cur")
 USAGE_TTL = 60.0  # seconds a cached quota usage is trusted before a rescan
@@ -90,19 +92,21 @@ class MaildirStore:
         if (self.usage(key) if usage is None else usage) + size > quota:
             raise TemporaryFailure(452, f"mailbox {key} is full", enhanced="4.2.2")
 
-    def prepare(self, key: str, data: bytes) -> Rename:
-        """Write one copy into the mailbox's tmp/; commit the rename to deliver it."""
+    def prepare(self, key: str, parts: Sequence[Buffer]) -> Rename:
+        """Write one copy (the parts in order) into tmp/; commit the rename to deliver it."""
         maildir = self.maildir(key)
+        size = sum(len(part) for part in parts)
         try:
             self._ensure(maildir)
             name = (
                 f"{time.time_ns() // 1000}.M{next(self._counter)}P{os.getpid()}"
-                f".{self._host},S={len(data)}"
+                f".{self._host},S={size}"
             )
             tmp = maildir / "tmp" / name
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
-                _write_all(fd, data)
+                for part in parts:
+                    _write_all(fd, part)
                 if self.owner:
                     os.fchown(fd, *self.owner)
             finally:
@@ -113,11 +117,11 @@ class MaildirStore:
             ) from exc
         cached = self._usage.get(key)
         if cached is not None:
-            cached.size += len(data)
+            cached.size += size
         return Rename(tmp, maildir / "new" / name)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: Buffer) -> None:
     view = memoryview(data)
     while view:
         written = os.write(fd, view)

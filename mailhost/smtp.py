@@ -33,13 +33,13 @@ def reply(exc: DeliveryError) -> str:
     return f"{exc.code} {enhanced}{exc.text}"
 
 
-def has_bare_line_ending(data: bytes) -> bool:
+def has_bare_line_ending(data: bytes | bytearray) -> bool:
     """True if a CR or LF appears outside a CRLF pair (the SMTP smuggling vector)."""
     crlf = data.count(b"\r\n")
     return data.count(b"\n") != crlf or data.count(b"\r") != crlf
 
 
-def count_received(data: bytes) -> int:
+def count_received(data: bytes | bytearray) -> int:
     end = data.find(b"\r\n\r\n")
     headers = data if end == -1 else data[: end + 2]
     return sum(1 for line in headers.split(b"\r\n") if line[:9].lower() == b"received:")
@@ -50,11 +50,16 @@ _END = b"\r\n.\r\n"
 _TOO_BIG = object()
 
 
-def unstuff(data: bytes) -> bytes:
-    """Undo dot-stuffing (RFC 5321 4.5.2): drop the first "." of every line."""
+def unstuff(data: bytearray) -> bytearray:
+    """Undo dot-stuffing (RFC 5321 4.5.2): drop the first "." of every line.
+
+    Works in place when there is nothing to undo, so a large message is not copied.
+    """
     if b"\r\n." in data:
         data = data.replace(b"\r\n.", b"\r\n")
-    return data[1:] if data.startswith(b".") else data
+    if data.startswith(b"."):
+        del data[0]
+    return data
 
 
 class MuninetSMTP(SMTP):
@@ -110,14 +115,15 @@ class MuninetSMTP(SMTP):
             self._set_post_data_state()  # type: ignore[no-untyped-call]
             await self.push("552 5.3.4 Message too big for system")
             return
-        assert isinstance(data, bytes)
-        self.envelope.original_content = data
-        self.envelope.content = data
+        assert isinstance(data, bytearray)
+        # A bytearray, not bytes: the message is handed on without being copied.
+        self.envelope.original_content = data  # type: ignore[assignment]
+        self.envelope.content = data  # type: ignore[assignment]
         status = await self._call_handler_hook("DATA")
         self._set_post_data_state()  # type: ignore[no-untyped-call]
         await self.push("250 OK" if status is MISSING else status)
 
-    async def _read_data(self) -> bytes | object | None:
+    async def _read_data(self) -> bytearray | object | None:
         """The message up to CRLF.CRLF, unstuffed; _TOO_BIG past the limit; None on EOF."""
         reader = self._reader
         limit = self.data_size_limit or 0
@@ -149,7 +155,8 @@ class MuninetSMTP(SMTP):
             reader._buffer[:0] = buf[rest_start:]  # type: ignore[attr-defined]
         if overflow or (limit and data_end > limit):
             return _TOO_BIG
-        return unstuff(bytes(memoryview(buf)[:data_end]))
+        del buf[data_end:]
+        return unstuff(buf)
 
 
 class MailHandler:
@@ -272,19 +279,19 @@ class MailHandler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        data = envelope.original_content or b""
+        data: bytes | bytearray = envelope.original_content or b""
         if has_bare_line_ending(data):
             return "550 5.6.11 Bare CR or LF in message; lines must end with CRLF"
         if count_received(data) >= self.settings.smtp.max_received_headers:
             return "554 5.4.6 Too many Received headers: mail loop"
         routes: list[Route] = envelope.routes  # type: ignore[attr-defined]
         login = session.auth_data if session.authenticated else None
-        message = self._received(session, envelope, login) + data
+        received = self._received(session, envelope, login)
         try:
             accepted = await self.engine.accept(
                 mail_from=envelope.mail_from or "",
                 routes=routes,
-                data=message,
+                parts=[received, data],
                 smtputf8=envelope.smtp_utf8,
                 auth_user=login,
             )
@@ -300,7 +307,7 @@ class MailHandler:
             len(envelope.rcpt_tos),
             accepted.local,
             accepted.queued,
-            len(message),
+            len(received) + len(data),
         )
         return f"250 2.0.0 OK queued as {accepted.queue_id}"
 

@@ -20,6 +20,7 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from mailhost.durability import GroupCommitter, Rename
 
 log = logging.getLogger(__name__)
 
+Buffer = bytes | bytearray | memoryview
 LOCAL_PREFIX = "local:"  # recipients that are hosted mailboxes (key follows)
 
 
@@ -81,16 +83,22 @@ class Spool:
 
     # -- writing ----------------------------------------------------------------------------
 
-    def prepare(self, header: MessageHeader, data: bytes) -> Rename:
-        """Write a message to tmp/ (not yet durable); commit the returned rename to queue it."""
-        header.size = len(data)
+    def prepare(self, header: MessageHeader, data: Buffer | Sequence[Buffer]) -> Rename:
+        """Write a message to tmp/ (not yet durable); commit the returned rename to queue it.
+
+        `data` may come in parts (e.g. our Received header and the client's bytes) so a
+        large message is never copied just to prepend a line.
+        """
+        parts = [data] if isinstance(data, bytes | bytearray | memoryview) else list(data)
+        header.size = sum(len(part) for part in parts)
         tmp = self.tmp / header.id
         with open(tmp, "wb") as handle:
             handle.write(header.encode())
-            handle.write(data)
+            for part in parts:
+                handle.write(part)
         return Rename(tmp, self.queue / f"{header.id}.msg")
 
-    def enqueue(self, header: MessageHeader, data: bytes) -> str:
+    def enqueue(self, header: MessageHeader, data: Buffer | Sequence[Buffer]) -> str:
         """Write and durably queue a message (blocking; for threads and the CLI)."""
         self.committer.commit_sync([self.prepare(header, data)])
         return header.id
