@@ -46,6 +46,7 @@ def count_received(data: bytes | bytearray) -> int:
 
 
 DATA_CHUNK = 1 << 18
+INLINE_SCAN_LIMIT = 1 << 18  # larger messages are scanned in a worker thread
 _END = b"\r\n.\r\n"
 _TOO_BIG = object()
 
@@ -280,7 +281,13 @@ class MailHandler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         data: bytes | bytearray = envelope.original_content or b""
-        if has_bare_line_ending(data):
+        # Scanning a large message takes milliseconds: not on the event loop.
+        bare = (
+            await self.engine.run(has_bare_line_ending, data)
+            if len(data) > INLINE_SCAN_LIMIT
+            else has_bare_line_ending(data)
+        )
+        if bare:
             return "550 5.6.11 Bare CR or LF in message; lines must end with CRLF"
         if count_received(data) >= self.settings.smtp.max_received_headers:
             return "554 5.4.6 Too many Received headers: mail loop"
