@@ -6,8 +6,8 @@ parallel sessions; the clock runs from its start until every message is a file i
 the mailbox's Maildir/new (and, for Postfix, its queue is empty again).
 
 Scenario 2, latency under load: one client sends small messages one after another
-and times each from connect to the `250` after DATA, first on an idle server, then
-while ten other sessions upload 20 MB messages back to back.
+(one started every 0.1 s) and times each from connect to the `250` after DATA, first
+on an idle server, then while ten other sessions upload 20 MB messages back to back.
 
 Peak memory is the sum of VmHWM over the server's processes (for muninet: the
 `muninet smtpd` parent and its forked workers; for Postfix: master and every child
@@ -87,6 +87,7 @@ class Options:
     probe_size: int
     large_clients: int
     large_size: int
+    probe_interval: float
     load_seconds: float
     postfix: bool
     latency: bool
@@ -120,7 +121,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     add("--probe-size", type=int, default=2048, help="bytes of each small message")
     add("--large-clients", type=int, default=10, help="sessions uploading large messages")
     add("--large-size", type=int, default=20 * MIB, help="bytes of each large message")
-    add("--load-seconds", type=float, default=45, help="longest probe phase under load")
+    add("--probe-interval", type=float, default=0.1, help="seconds between probe starts")
+    add("--load-seconds", type=float, default=60, help="longest probe phase under load")
     add("--no-postfix", action="store_true", help="measure muninet only")
     add("--no-latency", action="store_true", help="skip scenario 2")
     add("--json", type=Path, default=DEFAULT_JSON, help="where to write the results")
@@ -140,6 +142,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         probe_size=args.probe_size,
         large_clients=args.large_clients,
         large_size=args.large_size,
+        probe_interval=args.probe_interval,
         load_seconds=args.load_seconds,
         postfix=not args.no_postfix,
         latency=not args.no_latency,
@@ -824,14 +827,22 @@ class LargeUploads:
         }
 
 
-def probe(port: int, count: int, size: int, tag: str, seconds: float = math.inf) -> list[float]:
-    """Seconds from connect to the `250` after DATA, for `count` messages one after another
-    (fewer if `seconds` run out first)."""
+def probe(
+    port: int, count: int, size: int, tag: str, *, interval: float = 0, seconds: float = math.inf
+) -> list[float]:
+    """Seconds from connect to the `250` after DATA, for `count` messages one after another.
+
+    A message starts `interval` seconds after the previous one started (at once if that
+    one took longer); fewer are sent if `seconds` run out first.
+    """
     latencies: list[float] = []
     deadline = time.monotonic() + seconds
+    next_start = time.monotonic()
     for n in range(count):
+        time.sleep(max(0.0, next_start - time.monotonic()))
         if time.monotonic() > deadline:
             break
+        next_start = time.monotonic() + interval
         message = small_message(size, f"{tag}-{n}")
         began = time.perf_counter()
         client = smtplib.SMTP(LOOPBACK, port, CLIENT_NAME, timeout=300)
@@ -862,17 +873,25 @@ def latency_stats(latencies: Sequence[float]) -> dict[str, float]:
 
 
 def measure_latency(server: Server, opts: Options) -> dict[str, Any]:
-    warmup = 20
+    warmup, pace = 20, opts.probe_interval
     with MemorySampler(server.pids) as memory:
         probe(server.port, warmup, opts.probe_size, "warmup")
-        idle = probe(server.port, opts.probes, opts.probe_size, "idle")
+        idle = probe(server.port, opts.probes, opts.probe_size, "idle", interval=pace)
         with LargeUploads(server.port, opts.large_clients, opts.large_size) as load:
-            loaded = probe(server.port, opts.probes, opts.probe_size, "loaded", opts.load_seconds)
+            loaded = probe(
+                server.port,
+                opts.probes,
+                opts.probe_size,
+                "loaded",
+                interval=pace,
+                seconds=opts.load_seconds,
+            )
         expected = warmup + len(idle) + len(loaded) + load.accepted
         wait_delivered(server, expected, 300)
     idle_stats, loaded_stats = latency_stats(idle), latency_stats(loaded)
     return {
         "probe_bytes": opts.probe_size,
+        "probe_interval_s": pace,
         "idle": idle_stats,
         "loaded": loaded_stats,
         "p99_ratio": round(loaded_stats["p99_ms"] / idle_stats["p99_ms"], 2),
@@ -1108,6 +1127,15 @@ def latency_rows(results: list[dict[str, Any]]) -> list[list[str]]:
     return rows
 
 
+def median_line(summary: dict[str, Any], rounds: int) -> str:
+    ratios = summary["ratio_to_postfix"]
+    parts = []
+    for label, rate in summary["msg_per_s"].items():
+        ratio = f" ({ratios[label]:.2f}x Postfix)" if label in ratios else ""
+        parts.append(f"{label} {rate:.0f}{ratio}")
+    return f"median msg/s over {rounds} rounds: " + ", ".join(parts)
+
+
 def report(results: dict[str, Any], opts: Options) -> str:
     summary = results["summary"]
     out = [
@@ -1120,22 +1148,13 @@ def report(results: dict[str, Any], opts: Options) -> str:
         ),
     ]
     if opts.repeat > 1:
-        medians = [
-            f"{label} {rate:.0f}"
-            + (
-                f" ({summary['ratio_to_postfix'][label]:.2f}x)"
-                if label in summary["ratio_to_postfix"]
-                else ""
-            )
-            for label, rate in summary["msg_per_s"].items()
-        ]
-        out.append(f"median msg/s over {opts.repeat} rounds: " + ", ".join(medians))
+        out.append(median_line(summary, opts.repeat))
     if results["latency"]:
         out += [
             "",
-            f"== Scenario 2: {opts.probes} x {opts.probe_size} B one after another, connect to "
-            f"250 (ms), idle vs while {opts.large_clients} sessions upload "
-            f"{opts.large_size // MIB} MB messages (at most {opts.load_seconds:.0f} s)",
+            f"== Scenario 2: {opts.probes} x {opts.probe_size} B, one started every "
+            f"{opts.probe_interval:g} s, connect to 250 (ms), idle vs while "
+            f"{opts.large_clients} sessions upload {opts.large_size // MIB} MB messages",
             table(
                 LATENCY_HEADERS,
                 latency_rows(results["latency"]),

@@ -10,6 +10,7 @@ import sys
 import click
 
 from provisioning.cli.app import App, pass_app
+from provisioning.tls import certificate_files
 
 
 def _worker_count(requested: int) -> int:
@@ -22,6 +23,7 @@ def _serve(app: App, workers: int, *, queue: bool = True) -> None:
     settings = app.settings
     app.database()  # refuse an un-migrated database before anything starts
     app.close()  # no pooled connections may cross the fork
+    certificate_files(settings)  # made once here, not by every worker at the same time
     count = _worker_count(workers)
     children: list[int] = []
     for _ in range(count - 1):
