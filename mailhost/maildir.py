@@ -74,7 +74,7 @@ class MaildirStore:
         for sub in ("new", "cur"):
             try:
                 names = os.listdir(maildir / sub)
-            except FileNotFoundError:
+            except OSError:  # missing or unreadable: delivery itself will tell
                 continue
             for name in names:
                 total += _size_from_name(name, maildir / sub)

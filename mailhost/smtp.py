@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 MX = "mx"
 SUBMISSION = "submission"
+TEMPORARY = "451 4.3.0 Temporary local problem, please try again later"
 
 
 def reply(exc: DeliveryError) -> str:
@@ -210,7 +211,12 @@ class MailHandler:
         if self.engine.auth_blocked(ip, login):
             await server.push("454 4.7.0 Too many failed logins, try again later")
             return AuthResult(success=False, handled=True)
-        key = await self.engine.authenticate(ip, login, password)
+        try:
+            key = await self.engine.authenticate(ip, login, password)
+        except Exception:
+            log.exception("AUTH check for %r failed", login)
+            await server.push("454 4.7.0 Temporary authentication failure")
+            return AuthResult(success=False, handled=True)
         if key is None:
             await server.push("535 5.7.8 Authentication credentials invalid")
             return AuthResult(success=False, handled=True)
@@ -247,7 +253,12 @@ class MailHandler:
             login = session.auth_data if session.authenticated else None
             if login is None:
                 return "530 5.7.0 Authentication required"
-            if not await self.engine.may_send_as(login, address):
+            try:
+                allowed = await self.engine.may_send_as(login, address)
+            except Exception:
+                log.exception("sender check for %s failed", address)
+                return TEMPORARY
+            if not allowed:
                 return f"553 5.7.1 Sender address rejected: not owned by user {login}"
             if self.engine.sent_by_account.exceeded(login):
                 return "450 4.7.1 Sending rate limit exceeded, try again later"
@@ -274,6 +285,9 @@ class MailHandler:
             )
         except DeliveryError as exc:
             return reply(exc)
+        except Exception:  # database down or locked, disk trouble: the client retries
+            log.exception("recipient lookup for %s failed", address)
+            return TEMPORARY
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         envelope.routes.append(route)  # type: ignore[attr-defined]
@@ -305,6 +319,9 @@ class MailHandler:
         except DeliveryError as exc:
             log.error("message from %s not stored: %s", envelope.mail_from, exc)
             return reply(exc)
+        except Exception:
+            log.exception("message from %s not stored", envelope.mail_from)
+            return TEMPORARY
         if login is not None:
             self.engine.sent_by_account.add(login)
         log.info(

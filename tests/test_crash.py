@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import smtplib
+import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,3 +132,48 @@ def test_worker_processes_share_the_port(server: MailServer) -> None:
         if "listening on" in line
     }
     assert len(pids) == 2
+
+
+def test_one_failing_mailbox_does_not_lose_the_others(server: MailServer) -> None:
+    """A mailbox that cannot be written is queued for retry; the others get their copy."""
+    server.start("--no-queue")
+    with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=10) as client:
+        client.sendmail("s@example.com", [f"urzad@{DOMAIN}"], b"Subject: first\r\n\r\nx\r\n")
+    # Break wojt's route: make the alias target a hosted mailbox whose Maildir is a file.
+    broken = server.state_dir / "mail" / DOMAIN / "sekretariat"
+    broken.parent.mkdir(parents=True, exist_ok=True)
+    broken.write_text("not a directory")
+    settings = load_settings(server.env)
+    db = Database.from_settings(settings)
+    with db.transaction() as session:
+        ctx = ServiceContext(session=session, actor=Actor("cli", "test"), settings=settings)
+        mailboxes.create(ctx, f"sekretariat@{DOMAIN}", "glusk", password="correct horse battery")
+    db.dispose()
+    with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=10) as client:
+        refused = client.sendmail(
+            "s@example.com",
+            [f"urzad@{DOMAIN}", f"sekretariat@{DOMAIN}"],
+            b"Subject: second\r\n\r\nx\r\n",
+        )
+    assert refused == {}
+    assert len(server.maildir_files(f"urzad@{DOMAIN}")) == 2
+    queued = [p.read_bytes() for p in (server.state_dir / "spool" / "queue").glob("*.msg")]
+    assert len(queued) == 1
+    assert f'"local:sekretariat@{DOMAIN}"'.encode() in queued[0]
+    assert b"Subject: second" in queued[0]
+
+
+def test_database_trouble_answers_4xx(server: MailServer) -> None:
+    server.start("--no-queue")
+    database = sqlite3.connect(server.state_dir / "muninet.db", isolation_level=None)
+    database.execute("ALTER TABLE mailboxes RENAME TO mailboxes_away")  # breaks lookups
+    try:
+        with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=10) as client:
+            client.ehlo()
+            assert client.mail("s@example.com")[0] == 250
+            code, text = client.rcpt(f"urzad@{DOMAIN}")
+        assert (code, text[:5]) == (451, b"4.3.0"), (code, text)
+    finally:
+        database.execute("ALTER TABLE mailboxes_away RENAME TO mailboxes")
+        database.close()
+    assert "Traceback" in server.log()  # logged for the admin, not shown to the client
