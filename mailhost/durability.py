@@ -1,11 +1,16 @@
-"""Group commit: many sessions' files made durable by one flush.
+"""Group commit: many sessions' files made durable together.
 
-Sessions write their files without syncing and hand the committer a list of
-renames (tmp -> final). The committer thread takes everything pending, renames
-it, flushes once, and then wakes every waiting session. On Linux the flush is one
-`syncfs(2)` on the spool's filesystem, which commits every written file and
-every rename at once; elsewhere it falls back to fsync of each file and each
-touched directory. A session answers `250` only after its batch is flushed.
+Sessions write their files and hand the committer a list of renames (tmp -> final).
+The committer thread takes everything pending, renames it, flushes, and then wakes
+every waiting session; a session answers `250` only after its batch is flushed.
+Two ways to flush (setting smtp.durability):
+- "syncfs": writers do not sync; one `syncfs(2)` per batch commits every file and
+  every rename at once. Cheapest per message, but it also waits for any other
+  dirty data on the filesystem (e.g. a large upload being written).
+- "fsync": each writer fsyncs its own file, in parallel worker threads, so a large
+  file never delays a small one; the committer fsyncs each touched directory once
+  per batch.
+Without syncfs (not Linux) "syncfs" falls back to "fsync".
 """
 
 from __future__ import annotations
@@ -54,10 +59,12 @@ def fsync_path(path: Path) -> None:
 class GroupCommitter:
     """One background thread that batches renames and flushes them together."""
 
-    def __init__(self, anchor: Path, *, use_syncfs: bool = True) -> None:
+    def __init__(self, anchor: Path, *, mode: str = "syncfs") -> None:
         self.anchor = anchor
         self._device = os.stat(anchor).st_dev
-        self._syncfs = _SYNCFS if use_syncfs else None
+        self._syncfs = _SYNCFS if mode == "syncfs" else None
+        # True when writers must fsync their own files before submitting them.
+        self.writers_fsync = self._syncfs is None
         self._pending: list[tuple[Sequence[Rename], Future[None]]] = []
         self._cond = threading.Condition()
         self._closed = False
@@ -134,8 +141,9 @@ class GroupCommitter:
             finally:
                 os.close(fd)
             # syncfs covers one filesystem; anything elsewhere is synced one by one.
-            renames = [r for r in renames if os.stat(r.target).st_dev != self._device]
-        for rename in renames:
-            fsync_path(rename.target)
+            others = [r for r in renames if os.stat(r.target).st_dev != self._device]
+            for rename in others:
+                fsync_path(rename.target)
+            renames = others
         for directory in {r.target.parent for r in renames}:
             fsync_path(directory)

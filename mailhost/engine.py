@@ -47,9 +47,11 @@ class Engine:
         self.directory = Directory(db)
         state = settings.state_dir
         state.mkdir(parents=True, exist_ok=True)
-        self.committer = GroupCommitter(state)
+        self.committer = GroupCommitter(state, mode=settings.smtp.durability)
         self.spool = Spool(state / "spool", self.committer)
-        self.store = MaildirStore(settings.maildir_root, settings.mail_owner())
+        self.store = MaildirStore(
+            settings.maildir_root, settings.mail_owner(), fsync=self.committer.writers_fsync
+        )
         sub = settings.submission
         self.auth_failures_by_network = SlidingWindow(
             sub.auth_failures_per_network, sub.auth_window

@@ -31,9 +31,15 @@ class _Usage:
 
 
 class MaildirStore:
-    def __init__(self, root: Path, owner: tuple[int, int] | None = None) -> None:
-        """`owner` (uid, gid) of every file and directory; None: whoever runs us."""
+    def __init__(
+        self, root: Path, owner: tuple[int, int] | None = None, *, fsync: bool = False
+    ) -> None:
+        """`owner` (uid, gid) of every file and directory; None: whoever runs us.
+
+        `fsync`: sync each file as it is written (the committer's "fsync" mode).
+        """
         self.root = root
+        self.fsync = fsync
         self.root.mkdir(parents=True, exist_ok=True)
         self.owner = owner if owner != (os.geteuid(), os.getegid()) else None
         if self.owner:
@@ -107,6 +113,8 @@ class MaildirStore:
             try:
                 for part in parts:
                     _write_all(fd, part)
+                if self.fsync:
+                    os.fsync(fd)
                 if self.owner:
                     os.fchown(fd, *self.owner)
             finally:

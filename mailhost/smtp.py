@@ -10,6 +10,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import re
 import socket
 import ssl
 from datetime import UTC, datetime
@@ -46,6 +47,9 @@ def count_received(data: bytes | bytearray) -> int:
     return sum(1 for line in headers.split(b"\r\n") if line[:9].lower() == b"received:")
 
 
+# A plain <local@domain> path, by far the common case; anything else (quotes, source
+# routes, the null path) goes through aiosmtpd's full RFC 5322 parser.
+_PLAIN_PATH = re.compile(r'^\s*<([^\s<>"\\()@,;:\[\]]+@[^\s<>"\\()@,;:\[\]]+)>\s*(.*)$', re.DOTALL)
 DATA_CHUNK = 1 << 18
 INLINE_SCAN_LIMIT = 1 << 18  # larger messages are scanned in a worker thread
 _END = b"\r\n.\r\n"

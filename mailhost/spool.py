@@ -96,6 +96,9 @@ class Spool:
             handle.write(header.encode())
             for part in parts:
                 handle.write(part)
+            if self.committer.writers_fsync:
+                handle.flush()
+                os.fsync(handle.fileno())
         return Rename(tmp, self.queue / f"{header.id}.msg")
 
     def enqueue(self, header: MessageHeader, data: Buffer | Sequence[Buffer]) -> str:

@@ -105,6 +105,7 @@ class SmtpSettings(_Section):
     tls_cert: str
     tls_key: str
     workers: int = Field(ge=0)
+    durability: Literal["syncfs", "fsync"]
     lookup_cache: Seconds
 
 

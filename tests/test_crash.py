@@ -51,7 +51,9 @@ def server(tmp_path: Path) -> Iterator[MailServer]:
         mail.stop()
 
 
-def test_every_acknowledged_message_survives_kill_9(server: MailServer) -> None:
+@pytest.mark.parametrize("durability", ["syncfs", "fsync"])
+def test_every_acknowledged_message_survives_kill_9(server: MailServer, durability: str) -> None:
+    server.env["MUNINET_SMTP__DURABILITY"] = durability
     server.start("--no-queue")
     acked: list[str] = []
     lock = threading.Lock()
