@@ -452,6 +452,9 @@ class Muninet:
                 "MUNINET_DNS__TIMEOUT": "1s",
             }
         )
+        # The one setting worth comparing from the command line: syncfs or fsync.
+        if durability := os.environ.get("MUNINET_SMTP__DURABILITY"):
+            env["MUNINET_SMTP__DURABILITY"] = durability
         return env
 
     @classmethod
