@@ -8,10 +8,37 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from provisioning.audit import Actor
+from provisioning.db import Database
+from provisioning.services.context import ServiceContext
+from provisioning.settings import load_settings
+
 MUNINET = Path(sys.executable).parent / "muninet"
+# Outbound lookups go to a loopback port where nothing answers: no traffic leaves.
+OFFLINE_DNS = {
+    "MUNINET_DNS__NAMESERVERS": "127.0.0.1",
+    "MUNINET_DNS__PORT": "9",
+    "MUNINET_DNS__TIMEOUT": "1s",
+}
+
+
+@contextmanager
+def provisioned(env: dict[str, str], *, migrate: bool = True) -> Iterator[ServiceContext]:
+    """One committed unit of work on the database `env` names (migrated first)."""
+    settings = load_settings(env)
+    database = Database.from_settings(settings)
+    try:
+        if migrate:
+            database.upgrade()
+        with database.transaction() as session:
+            yield ServiceContext(session=session, actor=Actor("cli", "test"), settings=settings)
+    finally:
+        database.dispose()
 
 
 def free_port() -> int:

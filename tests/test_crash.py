@@ -11,14 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from provisioning.audit import Actor
-from provisioning.db import Database
 from provisioning.services import aliases, domains, mailboxes, members
-from provisioning.services.context import ServiceContext
-from provisioning.settings import load_settings
 
 from conftest import FAST_HASHING
-from mailserver import MailServer
+from mailserver import OFFLINE_DNS, MailServer, provisioned
 
 DOMAIN = "gmina-glusk.pl"
 SENDERS = 8
@@ -30,21 +26,14 @@ KILL_AFTER = 80
 def server(tmp_path: Path) -> Iterator[MailServer]:
     env = {
         "MUNINET_PATHS__STATE_DIR": str(tmp_path),
-        "MUNINET_DNS__NAMESERVERS": "127.0.0.1",
-        "MUNINET_DNS__PORT": "9",
-        "MUNINET_DNS__TIMEOUT": "1s",
+        **OFFLINE_DNS,
         **FAST_HASHING,
     }
-    settings = load_settings(env)
-    db = Database.from_settings(settings)
-    db.upgrade()
-    with db.transaction() as session:
-        ctx = ServiceContext(session=session, actor=Actor("cli", "test"), settings=settings)
+    with provisioned(env) as ctx:
         members.create(ctx, "glusk", "Gmina Głusk")
         domains.create(ctx, DOMAIN, member_slug="glusk")
         mailboxes.create(ctx, f"urzad@{DOMAIN}", "glusk", password="correct horse battery")
         aliases.create(ctx, f"wojt@{DOMAIN}", ["wojt.private@example.com"])
-    db.dispose()
     mail = MailServer(env=env, state_dir=tmp_path)
     yield mail
     if mail.process is not None:
@@ -141,16 +130,12 @@ def test_one_failing_mailbox_does_not_lose_the_others(server: MailServer) -> Non
     server.start("--no-queue")
     with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=10) as client:
         client.sendmail("s@example.com", [f"urzad@{DOMAIN}"], b"Subject: first\r\n\r\nx\r\n")
-    # Break wojt's route: make the alias target a hosted mailbox whose Maildir is a file.
+    # A new mailbox whose Maildir cannot be created: a file stands in its place.
     broken = server.state_dir / "mail" / DOMAIN / "sekretariat"
     broken.parent.mkdir(parents=True, exist_ok=True)
     broken.write_text("not a directory")
-    settings = load_settings(server.env)
-    db = Database.from_settings(settings)
-    with db.transaction() as session:
-        ctx = ServiceContext(session=session, actor=Actor("cli", "test"), settings=settings)
+    with provisioned(server.env, migrate=False) as ctx:
         mailboxes.create(ctx, f"sekretariat@{DOMAIN}", "glusk", password="correct horse battery")
-    db.dispose()
     with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=10) as client:
         refused = client.sendmail(
             "s@example.com",

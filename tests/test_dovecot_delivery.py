@@ -11,15 +11,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from provisioning.audit import Actor
-from provisioning.db import Database
 from provisioning.services import domains, mailboxes, members
-from provisioning.services.context import ServiceContext
 from provisioning.settings import load_settings
 
 from conftest import FAST_HASHING
 from dovecot_server import start_dovecot, stop_dovecot, world_traversable_tmp
-from mailserver import MailServer, free_port
+from mailserver import OFFLINE_DNS, MailServer, free_port, provisioned
 
 PW = "correct horse battery"
 IDN = "община-трън.бг"
@@ -38,23 +35,17 @@ def stack(request: pytest.FixtureRequest) -> Iterator[tuple[MailServer, int]]:
         "MUNINET_DELIVERY__LMTP_SOCKET": str(state / "dovecot" / "run" / "lmtp"),
         "MUNINET_LISTEN__IMAP_PORT": str(imap_port),
         "MUNINET_LISTEN__IMAPS_PORT": str(free_port()),
-        "MUNINET_DNS__NAMESERVERS": "127.0.0.1",
-        "MUNINET_DNS__PORT": "9",
+        **OFFLINE_DNS,
         **FAST_HASHING,
     }
-    settings = load_settings(env)
-    db = Database.from_settings(settings)
-    db.upgrade()
-    with db.transaction() as session:
-        ctx = ServiceContext(session=session, actor=Actor("cli", "test"), settings=settings)
+    with provisioned(env) as ctx:
         members.create(ctx, "glusk", "Gmina Głusk")
         members.create(ctx, "trun", "Община Трън")
         domains.create(ctx, "gmina-glusk.pl", member_slug="glusk")
         domains.create(ctx, IDN, member_slug="trun", utf8_local_parts=True)
         mailboxes.create(ctx, "urzad@gmina-glusk.pl", "glusk", password=PW)
         mailboxes.create(ctx, "sekretariat@gmina-glusk.pl", "glusk", password=PW)
-    db.dispose()
-    dovecot = start_dovecot(settings)
+    dovecot = start_dovecot(load_settings(env))
     mail = MailServer(env=env, state_dir=state)
     try:
         mail.start()

@@ -11,14 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from provisioning.audit import Actor
-from provisioning.db import Database
 from provisioning.services import domains, mailboxes, members
-from provisioning.services.context import ServiceContext
-from provisioning.settings import load_settings
 
 from conftest import FAST_HASHING
-from mailserver import MailServer
+from mailserver import OFFLINE_DNS, MailServer, provisioned
 from remote_mx import RemoteMx, remote_server
 
 PW = "correct horse battery"
@@ -41,19 +37,13 @@ def mail(tmp_path: Path, remote: RemoteMx) -> Iterator[MailServer]:
         "MUNINET_RELAY__REQUIRE_TLS": "false",
         "MUNINET_QUEUE__RETRY_SCHEDULE": "1s",
         "MUNINET_QUEUE__SCAN_INTERVAL": "0.2s",
-        "MUNINET_DNS__NAMESERVERS": "127.0.0.1",
-        "MUNINET_DNS__PORT": "9",
+        **OFFLINE_DNS,
         **FAST_HASHING,
     }
-    settings = load_settings(env)
-    db = Database.from_settings(settings)
-    db.upgrade()
-    with db.transaction() as session:
-        ctx = ServiceContext(session=session, actor=Actor("cli", "test"), settings=settings)
+    with provisioned(env) as ctx:
         members.create(ctx, "glusk", "Gmina Głusk")
         domains.create(ctx, "gmina-glusk.pl", member_slug="glusk")
         mailboxes.create(ctx, SENDER, "glusk", password=PW)
-    db.dispose()
     server = MailServer(env=env, state_dir=tmp_path)
     server.start()
     yield server

@@ -11,15 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from provisioning.audit import Actor
-from provisioning.db import Database
 from provisioning.models import MemberStatus
 from provisioning.services import aliases, domains, mailboxes, members
-from provisioning.services.context import ServiceContext
-from provisioning.settings import load_settings
 
 from conftest import FAST_HASHING
-from mailserver import MailServer
+from mailserver import OFFLINE_DNS, MailServer, provisioned
 
 SHARED = "info.association.pl"
 IDN = "община-трън.бг"
@@ -39,16 +35,10 @@ def mail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailServer]:
         "MUNINET_SUBMISSION__AUTH_FAILURES_PER_ACCOUNT": "3",
         "MUNINET_SUBMISSION__MESSAGES_PER_HOUR": "3",
         # Outbound delivery asks only a resolver on loopback where nothing answers.
-        "MUNINET_DNS__NAMESERVERS": "127.0.0.1",
-        "MUNINET_DNS__PORT": "9",
-        "MUNINET_DNS__TIMEOUT": "1s",
+        **OFFLINE_DNS,
         **FAST_HASHING,
     }
-    settings = load_settings(env)
-    db = Database.from_settings(settings)
-    db.upgrade()
-    with db.transaction() as session:
-        ctx = ServiceContext(session=session, actor=Actor("cli", "test"), settings=settings)
+    with provisioned(env) as ctx:
         members.create(ctx, "glusk", "Gmina Głusk")
         members.create(ctx, "trun", "Община Трън")
         members.create(ctx, "gone", "Suspended member")
@@ -76,7 +66,6 @@ def mail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailServer]:
         aliases.create(ctx, f"@{IDN}", [f"деловодство@{IDN}"])
         mailboxes.set_enabled(ctx, f"glusk.off@{SHARED}", False)
         members.set_status(ctx, "gone", MemberStatus.SUSPENDED, "test")
-    db.dispose()
     server = MailServer(env=env, state_dir=state)
     server.start("--no-queue")
     yield server
