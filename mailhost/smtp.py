@@ -101,6 +101,21 @@ class MuninetSMTP(SMTP):
         self._counted_ip = None
         super().connection_lost(error)
 
+    def _timeout_cb(self) -> None:
+        """Say why before hanging up on a silent client (aiosmtpd just closes)."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(b"421 4.4.2 Timeout exceeded, closing connection\r\n")  # type: ignore[attr-defined]
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """Parse MAIL/RCPT paths; a regex for the plain form (aiosmtpd's parser is slow)."""
+        match = _PLAIN_PATH.match(arg)
+        if match:
+            return match.group(1), match.group(2)
+        address, rest = super()._getaddr(arg)
+        return address, rest
+
     async def smtp_DATA(self, arg: str) -> None:
         if await self.check_helo_needed():
             return

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import signal
 import smtplib
+import socket
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -164,3 +166,15 @@ def test_database_trouble_answers_4xx(server: MailServer) -> None:
         database.execute("ALTER TABLE mailboxes_away RENAME TO mailboxes")
         database.close()
     assert "Traceback" in server.log()  # logged for the admin, not shown to the client
+
+
+def test_silent_clients_are_timed_out(server: MailServer) -> None:
+    server.env["MUNINET_SMTP__COMMAND_TIMEOUT"] = "1s"
+    server.start("--no-queue")
+    with socket.create_connection(("127.0.0.1", server.smtp_port), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        assert reader.readline().startswith(b"220")
+        started = time.monotonic()
+        assert reader.readline().startswith(b"421")  # said by the server, then it hangs up
+        assert reader.readline() == b""
+        assert 0.5 < time.monotonic() - started < 5
