@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import sys
 
 import click
 
 from provisioning.cli.app import App, pass_app
+from provisioning.errors import MuninetError
 from provisioning.tls import certificate_files
 
 
@@ -55,8 +55,33 @@ def smtpd(app: App, workers: int | None, no_queue: bool) -> None:
 @click.command("run")
 @pass_app
 def run(app: App) -> None:
-    """Run the appliance in the foreground: the mail engine now, other daemons as they come."""
-    logging.getLogger("mailhost").setLevel(app.settings.logging.level)
-    click.echo("muninet: starting the mail engine (Ctrl-C stops it)", err=True)
+    """Run the appliance in the foreground: Dovecot (IMAP) and the mail engine; Ctrl-C stops."""
+    from mailhost.supervisor import Dovecot, dovecot_binary
+
+    settings = app.settings
+    app.database()  # refuse an un-migrated database before starting anything
+    dovecot = None
+    if dovecot_binary() is None:
+        click.echo(
+            "muninet: Dovecot is not installed (apt-get install dovecot-imapd dovecot-lmtpd "
+            "dovecot-sqlite dovecot-pgsql): running without IMAP",
+            err=True,
+        )
+    else:
+        dovecot = Dovecot(settings)
+        try:
+            dovecot.start()
+        except RuntimeError as exc:
+            raise MuninetError(str(exc)) from exc
+        click.echo(
+            f"muninet: Dovecot serves IMAP on {settings.listen.address}:"
+            f"{settings.listen.imap_port} (STARTTLS) and {settings.listen.imaps_port} (TLS)",
+            err=True,
+        )
+    click.echo("muninet: starting the mail engine (Ctrl-C stops everything)", err=True)
     sys.stderr.flush()
-    _serve(app, app.settings.smtp.workers)
+    try:
+        _serve(app, settings.smtp.workers)
+    finally:
+        if dovecot is not None:
+            dovecot.stop()

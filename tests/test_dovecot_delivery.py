@@ -15,7 +15,7 @@ from provisioning.services import domains, mailboxes, members
 from provisioning.settings import load_settings
 
 from conftest import FAST_HASHING
-from dovecot_server import start_dovecot, stop_dovecot, world_traversable_tmp
+from dovecot_server import start_dovecot, world_traversable_tmp
 from mailserver import OFFLINE_DNS, MailServer, free_port, provisioned
 
 PW = "correct horse battery"
@@ -53,7 +53,7 @@ def stack(request: pytest.FixtureRequest) -> Iterator[tuple[MailServer, int]]:
     finally:
         if mail.process is not None:
             mail.stop()
-        stop_dovecot(dovecot)
+        dovecot.stop()
         shutil.rmtree(state, ignore_errors=True)
 
 

@@ -1,0 +1,65 @@
+"""Daemons that `muninet run` starts beside the mail engine, from rendered configurations."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import time
+
+from provisioning.render import DovecotFiles, render_dovecot
+from provisioning.settings import Settings
+
+log = logging.getLogger(__name__)
+SBIN = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def dovecot_binary() -> str | None:
+    return shutil.which("dovecot", path=SBIN)
+
+
+class Dovecot:
+    """Dovecot in the foreground (`dovecot -F`) as our child: it lives and dies with us."""
+
+    def __init__(self, settings: Settings, *, auth_penalty: bool = True) -> None:
+        self.settings = settings
+        self.auth_penalty = auth_penalty
+        self.files: DovecotFiles | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 15) -> DovecotFiles:
+        binary = dovecot_binary()
+        if binary is None:
+            raise FileNotFoundError("dovecot")
+        files = render_dovecot(self.settings, auth_penalty=self.auth_penalty)
+        self.files = files
+        files.lmtp_socket.unlink(missing_ok=True)
+        self.process = subprocess.Popen([binary, "-F", "-c", str(files.config)])  # noqa: S603
+        deadline = time.monotonic() + timeout
+        while not files.lmtp_socket.exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                tail = files.log.read_text(errors="replace")[-2000:] if files.log.exists() else ""
+                raise RuntimeError(f"Dovecot did not start; its log ends:\n{tail}")
+            time.sleep(0.05)
+        log.info(
+            "Dovecot (pid %d) serving IMAP on %s:%d and %d, LMTP at %s",
+            self.process.pid,
+            self.settings.listen.address,
+            self.settings.listen.imap_port,
+            self.settings.listen.imaps_port,
+            files.lmtp_socket,
+        )
+        return files
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
