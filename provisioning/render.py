@@ -14,6 +14,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy.engine import make_url
 
+from provisioning.errors import ConfigError
 from provisioning.settings import CONFIG_DIR, Settings
 from provisioning.tls import certificate_files
 
@@ -51,6 +52,24 @@ def dovecot_sql_connect(url: str) -> tuple[str, str]:
     raise ValueError(f"Dovecot cannot read a {backend} database")
 
 
+def _check_reachable(path: Path, uid: int, gid: int, user: str) -> None:
+    """Dovecot opens mail as the mail user: every parent must be searchable by it."""
+    for parent in path.parents:
+        info = parent.stat()
+        if info.st_uid == uid:
+            bit = 0o100
+        elif info.st_gid == gid:
+            bit = 0o010
+        else:
+            bit = 0o001
+        if not info.st_mode & bit:
+            raise ConfigError(
+                f"the mail user {user!r} cannot reach {path}: {parent} is not searchable "
+                "by it; set delivery.maildir_root to a directory it can reach "
+                "(e.g. /var/lib/muninet/mail)"
+            )
+
+
 @dataclass(frozen=True)
 class DovecotFiles:
     config: Path
@@ -69,6 +88,7 @@ def render_dovecot(settings: Settings, *, auth_penalty: bool = True) -> DovecotF
     mail_uid, mail_gid = settings.mail_owner()
     settings.maildir_root.mkdir(parents=True, exist_ok=True)
     os.chown(settings.maildir_root, mail_uid, mail_gid)
+    _check_reachable(settings.maildir_root, mail_uid, mail_gid, settings.mail_user)
     cert, key = certificate_files(settings)
     driver, connect = dovecot_sql_connect(settings.database_url)
     files = DovecotFiles(
