@@ -83,12 +83,22 @@ class MailServer:
         }
 
     def start(self, *args: str) -> None:
-        self.log_path = self.state_dir / f"smtpd-{time.time_ns()}.log"
-        log = open(self.log_path, "wb")  # noqa: SIM115 - the process owns it
-        self.process = subprocess.Popen(
-            [str(MUNINET), "smtpd", *args], env=self.full_env, stdout=log, stderr=log
-        )
-        wait_for_port(self.smtps_port, self.process)
+        """Start smtpd; if another process took a chosen port meanwhile, pick new ones."""
+        for attempt in range(3):
+            self.log_path = self.state_dir / f"smtpd-{time.time_ns()}.log"
+            log = open(self.log_path, "wb")  # noqa: SIM115 - the process owns it
+            self.process = subprocess.Popen(
+                [str(MUNINET), "smtpd", *args], env=self.full_env, stdout=log, stderr=log
+            )
+            try:
+                wait_for_port(self.smtps_port, self.process)
+                return
+            except RuntimeError:
+                if attempt == 2 or "Address already in use" not in self.log():
+                    raise
+                self.process = None
+                self.smtp_port, self.submission_port = free_port(), free_port()
+                self.smtps_port = free_port()
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.process is not None
