@@ -22,6 +22,7 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 from mailhost.directory import Route
 from mailhost.engine import Engine
 from mailhost.errors import DeliveryError
+from provisioning.errors import MuninetError
 
 log = logging.getLogger(__name__)
 
@@ -420,17 +421,23 @@ async def start_servers(
         ),
         (listen.smtps_port, lambda: factory(SUBMISSION, starttls=False, implicit_tls=True), tls),
     ]
-    servers = []
+    servers: list[asyncio.Server] = []
     for port, make, context in plans:
-        server = await loop.create_server(
-            make,
-            host=listen.address,
-            port=port,
-            ssl=context,
-            reuse_address=True,
-            reuse_port=reuse_port,
-            family=socket.AF_UNSPEC,
-        )
+        try:
+            server = await loop.create_server(
+                make,
+                host=listen.address,
+                port=port,
+                ssl=context,
+                reuse_address=True,
+                reuse_port=reuse_port,
+                family=socket.AF_UNSPEC,
+            )
+        except OSError as exc:
+            for started in servers:
+                started.close()
+            reason = exc.strerror or str(exc).rsplit(": ", 1)[-1]
+            raise MuninetError(f"cannot listen on {listen.address}:{port}: {reason}") from exc
         servers.append(server)
     return servers
 

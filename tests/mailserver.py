@@ -94,7 +94,7 @@ class MailServer:
                 wait_for_port(self.smtps_port, self.process)
                 return
             except RuntimeError:
-                if attempt == 2 or "Address already in use" not in self.log():
+                if attempt == 2 or "cannot listen on" not in self.log():
                     raise
                 self.process = None
                 self.smtp_port, self.submission_port = free_port(), free_port()
