@@ -10,6 +10,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import os
 import re
 import socket
 import ssl
@@ -436,7 +437,7 @@ async def start_servers(
         except OSError as exc:
             for started in servers:
                 started.close()
-            reason = exc.strerror or str(exc).rsplit(": ", 1)[-1]
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise MuninetError(f"cannot listen on {listen.address}:{port}: {reason}") from exc
         servers.append(server)
     return servers
