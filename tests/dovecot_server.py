@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -9,6 +10,12 @@ from mailhost.supervisor import Dovecot, dovecot_binary
 from provisioning.settings import Settings
 
 from conftest import missing
+
+
+def require_root() -> None:
+    """Dovecot serves mail as the mail user, which only root can switch to."""
+    if os.geteuid() != 0:
+        missing("root (Dovecot as a mail server switches to the mail user)")
 
 
 def start_dovecot(settings: Settings) -> Dovecot:

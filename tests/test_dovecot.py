@@ -22,7 +22,7 @@ from provisioning.services import domains, mailboxes, members
 from provisioning.settings import load_settings
 
 from conftest import FAST_HASHING
-from dovecot_server import start_dovecot, world_traversable_tmp
+from dovecot_server import require_root, start_dovecot, world_traversable_tmp
 from mailserver import MUNINET, OFFLINE_DNS, free_port, provisioned, wait_for_port
 
 PW = "correct horse battery"
@@ -30,14 +30,9 @@ DOMAIN = "gmina-glusk.pl"
 SCHEMES = {"argon2id": "argon", "bcrypt": "blf", "sha512-crypt": "sha"}
 
 
-def needs_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("Dovecot as a mail server needs root to switch to the mail user")
-
-
 @pytest.fixture(scope="module")
 def imap() -> Iterator[tuple[dict[str, str], Dovecot]]:
-    needs_root()
+    require_root()
     state = world_traversable_tmp("muninet-imap-")
     env = {
         "MUNINET_PATHS__STATE_DIR": str(state),
@@ -142,7 +137,7 @@ def test_delivery_over_quota_is_refused(imap: tuple[dict[str, str], Dovecot]) ->
 
 
 def test_muninet_run_serves_imap_and_smtp() -> None:
-    needs_root()
+    require_root()
     state = world_traversable_tmp("muninet-run-")
     ports = {name: free_port() for name in ("SMTP", "SUBMISSION", "SMTPS", "IMAP", "IMAPS")}
     env = {

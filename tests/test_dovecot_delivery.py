@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import imaplib
-import os
 import pwd
 import shutil
 import smtplib
@@ -15,7 +14,7 @@ from provisioning.services import domains, mailboxes, members
 from provisioning.settings import load_settings
 
 from conftest import FAST_HASHING
-from dovecot_server import start_dovecot, world_traversable_tmp
+from dovecot_server import require_root, start_dovecot, world_traversable_tmp
 from mailserver import OFFLINE_DNS, MailServer, free_port, provisioned
 
 PW = "correct horse battery"
@@ -24,8 +23,7 @@ IDN = "община-трън.бг"
 
 @pytest.fixture(params=["maildir", "lmtp"])
 def stack(request: pytest.FixtureRequest) -> Iterator[tuple[MailServer, int]]:
-    if os.geteuid() != 0:
-        pytest.skip("Dovecot as a mail server needs root to switch to the mail user")
+    require_root()
     state = world_traversable_tmp("muninet-dovecot-")
     imap_port = free_port()
     env = {

@@ -10,7 +10,6 @@ loopback interface. Time-dependent behaviour (backoff, max_age) is driven by the
 from __future__ import annotations
 
 import asyncio
-import datetime
 import email
 import email.message
 import json
@@ -28,10 +27,6 @@ import idna
 import pytest
 from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from mailhost.dsn import RecipientStatus, build_report
 from mailhost.durability import GroupCommitter
@@ -40,6 +35,7 @@ from mailhost.mx import MxResolver, Target, parse_hostport, smarthost_target
 from mailhost.queue_runner import QueueRunner
 from mailhost.spool import LOCAL_PREFIX, DeliveryState, MessageHeader, Spool, new_id
 from provisioning.settings import DnsSettings, Settings, load_settings
+from provisioning.tls import ensure_self_signed
 
 from dns_server import DnsServer
 from remote_mx import RemoteMx, remote_server
@@ -89,30 +85,7 @@ def remote() -> Iterator[RemoteMx]:
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate and key for the fake remote side's STARTTLS."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mx1.example.test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    directory = tmp_path_factory.mktemp("tls")
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
+    return ensure_self_signed(tmp_path_factory.mktemp("tls"), "mx1.example.test")
 
 
 @pytest.fixture(scope="module")
