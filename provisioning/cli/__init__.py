@@ -21,7 +21,34 @@ PLUGIN_GROUP = "muninet.commands"
 
 
 class MuninetGroup(click.Group):
-    """Turns refusals into one clear line and exit code 1, never a traceback."""
+    """Turns refusals into one clear line and exit code 1, never a traceback.
+
+    Plugin commands are loaded only when named (or listed by --help), so a
+    `muninet member list` never pays for importing the mail engine.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        plugins = {entry.name for entry in entry_points(group=PLUGIN_GROUP)}
+        return sorted({*super().list_commands(ctx), *plugins})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            return command
+        for entry in entry_points(group=PLUGIN_GROUP):
+            if entry.name != cmd_name:
+                continue
+            try:
+                loaded = entry.load()
+            except Exception as exc:  # a broken plugin must not take the whole CLI down
+                click.echo(f"muninet: cannot load command {entry.name!r}: {exc}", err=True)
+                return None
+            if not isinstance(loaded, click.Command):
+                click.echo(f"muninet: {entry.name!r} is not a click command", err=True)
+                return None
+            self.add_command(loaded, cmd_name)
+            return loaded
+        return None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -59,18 +86,7 @@ def _register_builtin() -> None:
             cli.add_command(command)
 
 
-def _register_plugins() -> None:
-    for entry in entry_points(group=PLUGIN_GROUP):
-        try:
-            command = entry.load()
-        except Exception as exc:  # a broken plugin must not take the whole CLI down
-            click.echo(f"muninet: cannot load command {entry.name!r}: {exc}", err=True)
-            continue
-        cli.add_command(command, entry.name)
-
-
 _register_builtin()
-_register_plugins()
 
 
 def main() -> None:
