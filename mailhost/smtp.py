@@ -193,14 +193,11 @@ class MailHandler:
     # -- AUTH (submission only): verified in worker threads, never on the event loop ----
 
     async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:
+        blob: object  # bytes, or aiosmtpd's MISSING when the client cancels
         if len(args) == 1:
             blob = await server.challenge_auth("")
-        else:
-            try:
-                blob = base64.b64decode(args[1], validate=True)
-            except (binascii.Error, ValueError):
-                await server.push("501 5.5.2 Cannot decode base64")
-                return AuthResult(success=False, handled=True)
+        elif (blob := await _decode_inline(server, args[1])) is None:
+            return AuthResult(success=False, handled=True)
         if not isinstance(blob, bytes) or blob.count(b"\x00") != 2:
             await server.push("501 5.5.2 Cannot split credentials")
             return AuthResult(success=False, handled=True)
@@ -208,14 +205,11 @@ class MailHandler:
         return await self._verify(server, login, password)
 
     async def auth_LOGIN(self, server: SMTP, args: list[str]) -> AuthResult:
+        login: object
         if len(args) == 1:
             login = await server.challenge_auth(server.AuthLoginUsernameChallenge)
-        else:
-            try:
-                login = base64.b64decode(args[1], validate=True)
-            except (binascii.Error, ValueError):
-                await server.push("501 5.5.2 Cannot decode base64")
-                return AuthResult(success=False, handled=True)
+        elif (login := await _decode_inline(server, args[1])) is None:
+            return AuthResult(success=False, handled=True)
         if not isinstance(login, bytes):
             return AuthResult(success=False, handled=False)
         password = await server.challenge_auth(server.AuthLoginPasswordChallenge)
@@ -371,6 +365,15 @@ class MailHandler:
             f"(muninet) with {protocol}{recipient}; {stamp}\r\n"
         )
         return line.encode("utf-8", "surrogateescape")
+
+
+async def _decode_inline(server: SMTP, text: str) -> bytes | None:
+    """The base64 answer given on the AUTH line itself; None (501 sent) if it is not base64."""
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        await server.push("501 5.5.2 Cannot decode base64")
+        return None
 
 
 def _peer_ip(session: Session) -> str:

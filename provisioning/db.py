@@ -94,16 +94,16 @@ class Database:
 
     # -- migrations --------------------------------------------------------------------------
 
-    def _alembic_config(self, connection: Connection) -> Config:
+    @staticmethod
+    def _alembic_config(connection: Connection | None = None) -> Config:
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
-        config.attributes["connection"] = connection
+        if connection is not None:
+            config.attributes["connection"] = connection
         return config
 
     def head_revision(self) -> str | None:
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
-        return ScriptDirectory.from_config(config).get_current_head()
+        return ScriptDirectory.from_config(self._alembic_config()).get_current_head()
 
     def current_revision(self) -> str | None:
         with self.engine.connect() as connection:
