@@ -3,7 +3,7 @@
 from provisioning.models.admins import AdminUser, ApiToken
 from provisioning.models.audit import AuditEvent
 from provisioning.models.base import Base, utcnow
-from provisioning.models.mail import Alias, AliasDestination, Domain, Mailbox
+from provisioning.models.mail import Alias, AliasDestination, Domain, Mailbox, MailRules
 from provisioning.models.members import Member, MemberKind, MemberStatus
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "AuditEvent",
     "Base",
     "Domain",
+    "MailRules",
     "Mailbox",
     "Member",
     "MemberKind",

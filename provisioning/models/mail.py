@@ -15,7 +15,19 @@ indexed query, e.g.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, UniqueConstraint
+from datetime import date
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from provisioning.models.base import Base, Timestamps
@@ -51,6 +63,9 @@ class Mailbox(Timestamps, Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     address: Mapped[str] = mapped_column(String(320), unique=True)
+    # The key with the domain in Unicode, for logins typed that way (IDN domains
+    # only; NULL when it equals `address`). Dovecot matches either column.
+    unicode_address: Mapped[str | None] = mapped_column(String(320), unique=True)
     local_part: Mapped[str] = mapped_column(String(64))
     domain_id: Mapped[int] = mapped_column(
         ForeignKey("domains.id", ondelete="RESTRICT"), index=True
@@ -70,6 +85,34 @@ class Mailbox(Timestamps, Base):
     def display_address(self) -> str:
         """The address as people read it: local part and Unicode domain."""
         return f"{self.local_part}@{self.domain.name}"
+
+
+class MailRules(Timestamps, Base):
+    """A mailbox's vacation reply and forwarding, and the Sieve script made from them.
+
+    Dovecot's Sieve (Pigeonhole) reads the script from the database through the
+    `sieve_scripts` view (a dict script location), so these columns are the one
+    source of truth. `sieve_id` changes with every new script: Pigeonhole compares
+    it with its compiled binary to know when to recompile.
+    """
+
+    __tablename__ = "mail_rules"
+
+    mailbox_id: Mapped[int] = mapped_column(
+        ForeignKey("mailboxes.id", ondelete="CASCADE"), primary_key=True
+    )
+    vacation_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    vacation_subject: Mapped[str] = mapped_column(String(200), default="")
+    vacation_body: Mapped[str] = mapped_column(Text, default="")
+    vacation_days: Mapped[int] = mapped_column(Integer, default=7)
+    vacation_start: Mapped[date | None] = mapped_column(Date)
+    vacation_end: Mapped[date | None] = mapped_column(Date)
+    forward_to: Mapped[list[str]] = mapped_column(JSON, default=list)
+    forward_keep_copy: Mapped[bool] = mapped_column(Boolean, default=True)
+    sieve_id: Mapped[str] = mapped_column(String(40), default="")
+    sieve_script: Mapped[str] = mapped_column(Text, default="")
+
+    mailbox: Mapped[Mailbox] = relationship()
 
 
 class Alias(Timestamps, Base):

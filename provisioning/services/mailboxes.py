@@ -84,8 +84,11 @@ def create(
         if password is not None
         else normalize_imported_hash(password_hash or "")
     )
+    key = hosted.address.key
+    unicode_key = f"{key.rpartition('@')[0]}@{hosted.domain.name}"
     mailbox = Mailbox(
-        address=hosted.address.key,
+        address=key,
+        unicode_address=unicode_key if unicode_key != key else None,
         local_part=hosted.address.local_part,
         domain=hosted.domain,
         member=owner,
