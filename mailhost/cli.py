@@ -10,6 +10,7 @@ import click
 
 from provisioning.cli.app import App, pass_app
 from provisioning.errors import MuninetError
+from provisioning.settings import Settings
 from provisioning.tls import certificate_files
 
 
@@ -17,10 +18,10 @@ def _worker_count(requested: int) -> int:
     return requested if requested > 0 else (os.cpu_count() or 1)
 
 
-def _serve(app: App, workers: int, *, queue: bool = True) -> None:
+def _serve(app: App, workers: int, *, queue: bool = True, settings: Settings | None = None) -> None:
     from mailhost.server import serve
 
-    settings = app.settings
+    settings = settings or app.settings
     app.database()  # refuse an un-migrated database before anything starts
     app.close()  # no pooled connections may cross the fork
     certificate_files(settings)  # made once here, not by every worker at the same time
@@ -55,7 +56,11 @@ def smtpd(app: App, workers: int | None, no_queue: bool) -> None:
 @click.command("run")
 @pass_app
 def run(app: App) -> None:
-    """Run the appliance in the foreground: Dovecot (IMAP) and the mail engine; Ctrl-C stops."""
+    """Run the appliance in the foreground: Dovecot (IMAP, Sieve) and the mail engine.
+
+    With Dovecot running, local mail goes through its LMTP so Sieve (vacation,
+    forwarding, Junk) applies; Ctrl-C stops everything.
+    """
     from mailhost.supervisor import Dovecot, dovecot_binary
 
     settings = app.settings
@@ -78,10 +83,12 @@ def run(app: App) -> None:
             f"{settings.listen.imap_port} (STARTTLS) and {settings.listen.imaps_port} (TLS)",
             err=True,
         )
+        delivery = settings.delivery.model_copy(update={"method": "lmtp"})
+        settings = settings.model_copy(update={"delivery": delivery})
     click.echo("muninet: starting the mail engine (Ctrl-C stops everything)", err=True)
     sys.stderr.flush()
     try:
-        _serve(app, settings.smtp.workers)
+        _serve(app, settings.smtp.workers, settings=settings)
     finally:
         if dovecot is not None:
             dovecot.stop()

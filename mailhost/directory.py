@@ -125,6 +125,13 @@ class Directory:
                 route.remote.append(destination.address)
         return True
 
+    def is_hosted(self, address: str) -> bool:
+        with self.db.reader() as session:
+            try:
+                return self.parse(session, address).hosted
+            except PermanentFailure:
+                return False
+
     def may_send_as(self, login_key: str, sender: str) -> bool:
         """An authenticated user may send as their own address or an alias that reaches them."""
         with self.db.reader() as session:

@@ -115,6 +115,10 @@ class Engine:
             return address
         return LOCAL_PREFIX + route.local[0].key if route.local else address
 
+    async def is_hosted(self, address: str) -> bool:
+        """Whether an address is in one of our domains (a local process's sender)."""
+        return await self.run(self.directory.is_hosted, address)
+
     async def may_send_as(self, login: str, sender: str) -> bool:
         return await self.run(self.directory.may_send_as, login, sender)
 
@@ -214,7 +218,7 @@ class Engine:
         if not mailboxes_:
             return []
         outcome = lmtp.deliver(
-            self.settings.delivery.lmtp_socket,
+            str(self.settings.lmtp_socket),
             mail_from,
             [m.key for m in mailboxes_],
             b"".join(parts),
@@ -228,7 +232,7 @@ class Engine:
         """Retry of a deferred local delivery (used by the queue runner)."""
         if self.settings.delivery.method == "lmtp":
             outcome = await self.run(
-                lmtp.deliver, self.settings.delivery.lmtp_socket, mail_from, [key], data
+                lmtp.deliver, str(self.settings.lmtp_socket), mail_from, [key], data
             )
             failure = outcome[key]
             if failure is not None:

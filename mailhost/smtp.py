@@ -1,4 +1,5 @@
-"""The SMTP faces of the engine: MX (inbound, port 25/2525) and submission (587, 465).
+"""The SMTP faces of the engine: MX (inbound, port 25/2525), submission (587, 465),
+and the loopback-only port for mail this host sends itself (Sieve replies, forwards).
 
 aiosmtpd speaks the protocol; `MailHandler` decides. Every refusal carries the
 RFC 5321 / RFC 3463 code users and remote servers expect.
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 
 MX = "mx"
 SUBMISSION = "submission"
+LOCAL = "local"
+NULL_SENDER = "<>"  # how aiosmtpd hands over MAIL FROM:<>; stored as ""
+LOOPBACK = "127.0.0.1"
 TEMPORARY = "451 4.3.0 Temporary local problem, please try again later"
 
 
@@ -245,9 +249,9 @@ class MailHandler:
         hostname: str,
         responses: list[str],
     ) -> list[str]:
-        """The MX port offers no AUTH at all; submission offers it only once TLS is up."""
+        """MX and local ports offer no AUTH at all; submission offers it only once TLS is up."""
         session.host_name = hostname
-        if self.kind == MX:
+        if self.kind != SUBMISSION:
             return [r for r in responses if not r[4:].upper().startswith("AUTH")]
         return responses
 
@@ -264,24 +268,48 @@ class MailHandler:
         size = _size_option(mail_options)
         if size is not None and size > self.settings.smtp.max_message_size:
             return "552 5.3.4 Message size exceeds fixed maximum message size"
-        if self.kind == SUBMISSION:
-            login = session.auth_data if session.authenticated else None
-            if login is None:
-                return "530 5.7.0 Authentication required"
-            try:
-                allowed = await self.engine.may_send_as(login, address)
-            except Exception:
-                log.exception("sender check for %s failed", address)
-                return TEMPORARY
-            if not allowed:
-                return f"553 5.7.1 Sender address rejected: not owned by user {login}"
-            if self.engine.sent_by_account.exceeded(login):
-                return "450 4.7.1 Sending rate limit exceeded, try again later"
+        refusal = await self._sender_refusal(session, address)
+        if refusal is not None:
+            return refusal
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         envelope.routes = []  # type: ignore[attr-defined]
         envelope.declared_size = size or 0  # type: ignore[attr-defined]
         return "250 2.1.0 OK"
+
+    async def _sender_refusal(self, session: Session, address: str) -> str | None:
+        """Who may use this envelope sender on this port: the reply refusing it, or None."""
+        if self.kind == MX:
+            return None
+        if self.kind == LOCAL:
+            return await self._local_sender_refusal(address)
+        return await self._submission_sender_refusal(session, address)
+
+    async def _local_sender_refusal(self, address: str) -> str | None:
+        """Processes on this host send as hosted addresses (or as <>), never as others."""
+        try:
+            if address == NULL_SENDER or await self.engine.is_hosted(address):
+                return None
+        except Exception:
+            log.exception("sender check for %s failed", address)
+            return TEMPORARY
+        log.warning("local port refused sender <%s>: not in a hosted domain", address)
+        return "553 5.7.1 Sender address rejected: not a hosted domain"
+
+    async def _submission_sender_refusal(self, session: Session, address: str) -> str | None:
+        login = session.auth_data if session.authenticated else None
+        if login is None:
+            return "530 5.7.0 Authentication required"
+        try:
+            allowed = await self.engine.may_send_as(login, address)
+        except Exception:
+            log.exception("sender check for %s failed", address)
+            return TEMPORARY
+        if not allowed:
+            return f"553 5.7.1 Sender address rejected: not owned by user {login}"
+        if self.engine.sent_by_account.exceeded(login):
+            return "450 4.7.1 Sending rate limit exceeded, try again later"
+        return None
 
     async def handle_RCPT(
         self,
@@ -293,7 +321,9 @@ class MailHandler:
     ) -> str:
         if len(envelope.rcpt_tos) >= self.settings.smtp.max_recipients:
             return "452 4.5.3 Too many recipients"
-        relay_allowed = self.kind == SUBMISSION and bool(session.authenticated)
+        relay_allowed = self.kind == LOCAL or (
+            self.kind == SUBMISSION and bool(session.authenticated)
+        )
         try:
             route = await self.engine.route(
                 address, relay_allowed=relay_allowed, size=getattr(envelope, "declared_size", 0)
@@ -325,7 +355,7 @@ class MailHandler:
         received = self._received(session, envelope, login)
         try:
             accepted = await self.engine.accept(
-                mail_from=envelope.mail_from or "",
+                mail_from=envelope_sender(envelope),
                 routes=routes,
                 parts=[received, data],
                 smtputf8=envelope.smtp_utf8,
@@ -376,6 +406,12 @@ async def _decode_inline(server: SMTP, text: str) -> bytes | None:
         return None
 
 
+def envelope_sender(envelope: Envelope) -> str:
+    """The envelope sender as the engine stores it: "" for the null sender (bounces)."""
+    sender = envelope.mail_from or ""
+    return "" if sender == NULL_SENDER else sender
+
+
 def _peer_ip(session: Session) -> str:
     peer = session.peer
     if isinstance(peer, tuple) and peer:
@@ -394,7 +430,7 @@ def _size_option(options: list[str]) -> int | None:
 async def start_servers(
     engine: Engine, *, reuse_port: bool = False
 ) -> list[asyncio.base_events.Server]:
-    """Listen on the MX, submission (STARTTLS) and SMTPS (implicit TLS) ports."""
+    """Listen on the MX, submission (STARTTLS), SMTPS (implicit TLS) and local ports."""
     settings = engine.settings
     listen = settings.listen
     tls = engine_tls(engine)
@@ -416,21 +452,34 @@ async def start_servers(
         )
 
     loop = asyncio.get_running_loop()
-    plans: list[tuple[int, Any, ssl.SSLContext | None]] = [
-        (listen.smtp_port, lambda: factory(MX, starttls=True, implicit_tls=False), None),
+    address = listen.address
+    plans: list[tuple[str, int, Any, ssl.SSLContext | None]] = [
+        (address, listen.smtp_port, lambda: factory(MX, starttls=True, implicit_tls=False), None),
         (
+            address,
             listen.submission_port,
             lambda: factory(SUBMISSION, starttls=True, implicit_tls=False),
             None,
         ),
-        (listen.smtps_port, lambda: factory(SUBMISSION, starttls=False, implicit_tls=True), tls),
+        (
+            address,
+            listen.smtps_port,
+            lambda: factory(SUBMISSION, starttls=False, implicit_tls=True),
+            tls,
+        ),
+        (
+            LOOPBACK,
+            listen.local_port,
+            lambda: factory(LOCAL, starttls=False, implicit_tls=False),
+            None,
+        ),
     ]
     servers: list[asyncio.Server] = []
-    for port, make, context in plans:
+    for host, port, make, context in plans:
         try:
             server = await loop.create_server(
                 make,
-                host=listen.address,
+                host=host,
                 port=port,
                 ssl=context,
                 reuse_address=True,
@@ -441,7 +490,7 @@ async def start_servers(
             for started in servers:
                 started.close()
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
-            raise MuninetError(f"cannot listen on {listen.address}:{port}: {reason}") from exc
+            raise MuninetError(f"cannot listen on {host}:{port}: {reason}") from exc
         servers.append(server)
     return servers
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy.engine import make_url
 
+from provisioning.addresses import parse_domain
 from provisioning.errors import ConfigError
 from provisioning.settings import CONFIG_DIR, Settings
 from provisioning.tls import certificate_files
@@ -77,6 +80,27 @@ class DovecotFiles:
     lmtp_socket: Path
     auth_socket: Path
     log: Path
+    sieve_global_dir: Path
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.write_text(text)
+    os.chmod(path, mode)
+
+
+def _compile_sieve(config: Path, script: Path) -> None:
+    """Compile a global script now: the mail user may not write its binary at delivery."""
+    sievec = shutil.which("sievec", path="/usr/bin:/usr/sbin:/bin:/sbin")
+    if sievec is None:
+        raise ConfigError(
+            "Dovecot's Sieve is not installed (apt-get install dovecot-sieve): "
+            "vacation replies, forwarding and the Junk rule need it"
+        )
+    result = subprocess.run(  # noqa: S603 - fixed program, our own files
+        [sievec, "-c", str(config), str(script)], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise ConfigError(f"sievec refused {script}: {result.stderr.strip()}")
 
 
 def render_dovecot(settings: Settings, *, auth_penalty: bool = True) -> DovecotFiles:
@@ -94,13 +118,27 @@ def render_dovecot(settings: Settings, *, auth_penalty: bool = True) -> DovecotF
     files = DovecotFiles(
         config=root / "dovecot.conf",
         base_dir=base_dir,
-        lmtp_socket=base_dir / "lmtp",
+        lmtp_socket=settings.lmtp_socket,
         auth_socket=base_dir / "auth-muninet",  # relative to base_dir in the template
         log=root / "dovecot.log",
+        # Read by the mail user at delivery, so it lives where that user can reach.
+        sieve_global_dir=settings.maildir_root / ".sieve-global",
     )
+    if files.lmtp_socket.parent != base_dir:
+        raise ConfigError(
+            f"delivery.lmtp_socket must be in Dovecot's run directory {base_dir} "
+            "when muninet renders Dovecot's configuration"
+        )
+    # Both may hold the database password.
     sql_conf = root / "dovecot-sql.conf.ext"
-    sql_conf.write_text(render("dovecot/dovecot-sql.conf.ext.j2", driver=driver, connect=connect))
-    os.chmod(sql_conf, 0o600)  # it may hold the database password
+    _write(
+        sql_conf, render("dovecot/dovecot-sql.conf.ext.j2", driver=driver, connect=connect), 0o600
+    )
+    dict_conf = root / "dict-sieve.conf.ext"
+    _write(dict_conf, render("dovecot/dict-sieve.conf.ext.j2", connect=connect), 0o600)
+    files.sieve_global_dir.mkdir(mode=0o755, exist_ok=True)
+    spam_script = files.sieve_global_dir / "spam-to-junk.sieve"
+    _write(spam_script, render("dovecot/spam-to-junk.sieve.j2"))
     files.config.write_text(
         render(
             "dovecot/dovecot.conf.j2",
@@ -119,7 +157,15 @@ def render_dovecot(settings: Settings, *, auth_penalty: bool = True) -> DovecotF
             lmtp_socket=files.lmtp_socket,
             auth_socket=files.auth_socket,
             lmtp_client_user=pwd.getpwuid(os.getuid()).pw_name,
+            mail_user=pwd.getpwuid(mail_uid).pw_name,
             auth_penalty=auth_penalty,
+            hostname=parse_domain(settings.association.hostname).ascii,
+            local_port=settings.listen.local_port,
+            sieve_global_dir=files.sieve_global_dir,
+            dict_driver=driver,
+            dict_conf=dict_conf,
         )
     )
+    _compile_sieve(files.config, spam_script)
+    os.chmod(spam_script.with_suffix(".svbin"), 0o644)
     return files

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from provisioning.models import AdminUser, Alias, ApiToken, Domain, Mailbox, Member
+from provisioning.models import AdminUser, Alias, ApiToken, Domain, Mailbox, MailRules, Member
 from provisioning.passwords import dovecot_scheme
 from provisioning.services.members import Usage
 
@@ -71,6 +71,26 @@ def mailbox(mb: Mailbox) -> dict[str, Any]:
         "password_scheme": dovecot_scheme(mb.password_hash),
         "created_at": _iso(mb.created_at),
         "updated_at": _iso(mb.updated_at),
+    }
+
+
+def mail_rules(rules: MailRules | None) -> dict[str, Any]:
+    """A mailbox's vacation reply and forwarding (defaults when never set)."""
+    if rules is None:
+        return {"vacation": None, "forward_to": [], "forward_keep_copy": True}
+    vacation = None
+    if rules.vacation_enabled:
+        vacation = {
+            "subject": rules.vacation_subject,
+            "message": rules.vacation_body,
+            "days": rules.vacation_days,
+            "from": rules.vacation_start.isoformat() if rules.vacation_start else None,
+            "until": rules.vacation_end.isoformat() if rules.vacation_end else None,
+        }
+    return {
+        "vacation": vacation,
+        "forward_to": list(rules.forward_to),
+        "forward_keep_copy": rules.forward_keep_copy,
     }
 
 

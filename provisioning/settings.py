@@ -72,6 +72,7 @@ class ListenSettings(_Section):
     admin_port: Port
     radius_auth_port: Port
     radius_acct_port: Port
+    local_port: Port
 
 
 class AssociationSettings(_Section):
@@ -190,6 +191,12 @@ class Settings(_Section):
     def maildir_root(self) -> Path:
         root = self.delivery.maildir_root
         return Path(root).expanduser().resolve() if root else self.state_dir / "mail"
+
+    @property
+    def lmtp_socket(self) -> Path:
+        """Dovecot's LMTP socket: as configured, or where muninet's rendered Dovecot puts it."""
+        path = self.delivery.lmtp_socket
+        return Path(path) if path else self.state_dir / "dovecot" / "run" / "lmtp"
 
     @property
     def database_url(self) -> str:

@@ -67,8 +67,14 @@ class MailServer:
     smtp_port: int = field(default_factory=free_port)
     submission_port: int = field(default_factory=free_port)
     smtps_port: int = field(default_factory=free_port)
+    # The loopback port for Sieve replies; a test running Dovecot fixes it in env.
+    local_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if "MUNINET_LISTEN__LOCAL_PORT" in self.env:
+            self.local_port = int(self.env["MUNINET_LISTEN__LOCAL_PORT"])
 
     @property
     def full_env(self) -> dict[str, str]:
@@ -79,6 +85,7 @@ class MailServer:
             "MUNINET_LISTEN__SMTP_PORT": str(self.smtp_port),
             "MUNINET_LISTEN__SUBMISSION_PORT": str(self.submission_port),
             "MUNINET_LISTEN__SMTPS_PORT": str(self.smtps_port),
+            "MUNINET_LISTEN__LOCAL_PORT": str(self.local_port),
             "MUNINET_ASSOCIATION__HOSTNAME": "mail.test.example",
         }
 
@@ -99,6 +106,8 @@ class MailServer:
                 self.process = None
                 self.smtp_port, self.submission_port = free_port(), free_port()
                 self.smtps_port = free_port()
+                if "MUNINET_LISTEN__LOCAL_PORT" not in self.env:
+                    self.local_port = free_port()
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.process is not None

@@ -422,3 +422,43 @@ def test_demo_and_status(cli: Cli, tmp_path: Path) -> None:
     assert status["listen"]["ports"]["smtp"] == 2525
     text = ok(cli("status"))
     assert "xn----7sbc2azacbvr9dr.xn--90ae" in text
+
+
+def test_vacation_and_forwarding(base: Cli, tmp_path: Path) -> None:
+    cli = base
+    ok(cli("mailbox", "add", f"glusk@{SHARED}", "--member", "glusk", "--generate"))
+    text = tmp_path / "urlop.txt"
+    text.write_text("Jestem na urlopie.\nW pilnych sprawach: sekretariat.\n", encoding="utf-8")
+    out = ok(
+        cli(
+            "mailbox",
+            "vacation",
+            f"glusk@{SHARED}",
+            "--on",
+            "--subject",
+            "Urlop",
+            "--message-file",
+            str(text),
+            "--days",
+            "3",
+            "--from",
+            "2026-12-20",
+            "--until",
+            "2027-01-02",
+        )
+    )
+    assert "vacation reply of glusk@info.association.pl on" in out
+    refused(cli("mailbox", "vacation", f"glusk@{SHARED}", "--on", "--days", "99"), "days")
+    refused(cli("mailbox", "vacation", f"glusk@{SHARED}", "--on", "--until", "jutro"), code=2)
+    ok(cli("mailbox", "forward", f"glusk@{SHARED}", "wojt@example.com", "--no-keep"))
+    refused(cli("mailbox", "forward", f"glusk@{SHARED}", "nie-adres"), "invalid address")
+    shown = json.loads(ok(cli("mailbox", "show", f"glusk@{SHARED}", "--json")))
+    assert shown["vacation"] == {
+        "subject": "Urlop",
+        "message": "Jestem na urlopie.\nW pilnych sprawach: sekretariat.",
+        "days": 3,
+        "from": "2026-12-20",
+        "until": "2027-01-02",
+    }
+    assert (shown["forward_to"], shown["forward_keep_copy"]) == (["wojt@example.com"], False)
+    assert "forwards to:     wojt@example.com" in ok(cli("mailbox", "show", f"glusk@{SHARED}"))

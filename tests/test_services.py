@@ -6,13 +6,13 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from provisioning.addresses import parse_domain
 from provisioning.db import Database
 from provisioning.errors import Conflict, LimitExceeded, NotFound, NotPermitted, ValidationError
 from provisioning.models import AuditEvent, Mailbox, MemberStatus
-from provisioning.services import admins, aliases, domains, mailboxes, members
+from provisioning.services import admins, aliases, domains, mail_rules, mailboxes, members
 from provisioning.services.context import ServiceContext
 
 Unit = Callable[[], AbstractContextManager[ServiceContext]]
@@ -264,3 +264,58 @@ def test_concurrent_creates_cannot_exceed_the_package(unit: Unit, db: Database) 
         thread.join(timeout=60)
     assert sorted(outcomes) == ["created", "refused", "refused", "refused"]
     assert count(db, Mailbox) == 1
+
+
+@pytest.mark.usefixtures("association")
+def test_vacation_and_forwarding_rules(unit: Unit, db: Database) -> None:
+    with unit() as ctx:
+        mailboxes.create(ctx, f"glusk@{SHARED}", "glusk", password=PW)
+        idn = mailboxes.create(ctx, "кмет@община-трън.бг", "trun", password=PW)
+        assert idn.unicode_address == "кмет@община-трън.бг"
+        assert (
+            mailboxes.create(ctx, f"glusk.a@{SHARED}", "glusk", password=PW).unicode_address is None
+        )
+    with unit() as ctx:
+        rules = mail_rules.set_vacation(
+            ctx, f"glusk@{SHARED}", enabled=True, subject="Urlop", body="Wracam w styczniu.", days=3
+        )
+        first_id = rules.sieve_id
+        assert 'vacation :days 3 :subject "Urlop" "Wracam w styczniu.";' in rules.sieve_script
+    with unit() as ctx:
+        rules = mail_rules.set_forwarding(
+            ctx, f"glusk@{SHARED}", ["wojt@Община-Трън.бг"], keep_copy=False
+        )
+        assert rules.forward_to == ["wojt@община-трън.бг"]
+        assert 'redirect "wojt@xn----7sbc2azacbvr9dr.xn--90ae";' in rules.sieve_script
+        assert "keep;" not in rules.sieve_script
+        assert rules.sieve_id != first_id  # Pigeonhole recompiles on a new id
+    for bad, message in [
+        ({"subject": "", "body": "x"}, "subject"),
+        ({"subject": "a\nb", "body": "x"}, "one line"),
+        ({"subject": "Urlop", "body": " \n "}, "message"),
+        ({"subject": "Urlop", "body": "x", "days": 0}, "days"),
+    ]:
+        with pytest.raises(ValidationError, match=message), unit() as ctx:
+            mail_rules.set_vacation(ctx, f"glusk@{SHARED}", enabled=True, **bad)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="itself"), unit() as ctx:
+        mail_rules.set_forwarding(ctx, f"GLUSK@{SHARED}", ["glusk@info.association.pl"])
+    with pytest.raises(ValidationError, match="non-ASCII"), unit() as ctx:
+        mail_rules.set_forwarding(ctx, f"glusk@{SHARED}", ["кмет@община-трън.бг"])
+    with pytest.raises(ValidationError, match="at most 10"), unit() as ctx:
+        mail_rules.set_forwarding(ctx, f"glusk@{SHARED}", [f"a{i}@example.com" for i in range(11)])
+    with unit() as ctx:  # off keeps the text for next time; forwarding cleared
+        mail_rules.set_vacation(ctx, f"glusk@{SHARED}", enabled=False)
+        rules = mail_rules.set_forwarding(ctx, f"glusk@{SHARED}", [])
+        assert rules.sieve_script == "" and rules.sieve_id == ""
+        assert rules.vacation_subject == "Urlop"
+    with db.reader() as session:  # what Dovecot's dict reads: nothing left for this mailbox
+        rows = session.execute(text("SELECT username FROM sieve_scripts")).all()
+        assert rows == []
+        assert (
+            session.scalar(
+                select(func.count())
+                .select_from(AuditEvent)
+                .where(AuditEvent.action.in_(["mailbox.vacation", "mailbox.forwarding"]))
+            )
+            == 4
+        )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import TextIO
+
 import click
 
 from provisioning import serialize
@@ -14,7 +17,7 @@ from provisioning.cli.app import (
     pass_app,
     read_password,
 )
-from provisioning.services import mailboxes
+from provisioning.services import mail_rules, mailboxes
 from provisioning.sizes import format_size
 
 password_stdin = click.option(
@@ -95,6 +98,7 @@ def show(app: App, address: str, as_json: bool) -> None:
     """Show one mailbox."""
     with app.reader() as session:
         data = serialize.mailbox(mailboxes.get(session, address))
+        data.update(serialize.mail_rules(mail_rules.get(session, address)))
     if as_json:
         emit_json(data)
         return
@@ -112,6 +116,16 @@ def show(app: App, address: str, as_json: bool) -> None:
     ):
         label = {"quota_bytes": "quota", "display_name": "name"}.get(key, key).replace("_", " ")
         click.echo(f"{label + ':':<16} {data[key]}")
+    vacation = data["vacation"]
+    if vacation is None:
+        click.echo(f"{'vacation:':<16} off")
+    else:
+        period = f" from {vacation['from'] or '-'} until {vacation['until'] or '-'}"
+        click.echo(f"{'vacation:':<16} on, every {vacation['days']} days{period}")
+        click.echo(f"{'  subject:':<16} {vacation['subject']}")
+    forwards = ", ".join(data["forward_to"]) or "no"
+    keep = " (keeps a copy)" if data["forward_to"] and data["forward_keep_copy"] else ""
+    click.echo(f"{'forwards to:':<16} {forwards}{keep}")
 
 
 @mailbox_group.command("passwd")
@@ -171,6 +185,73 @@ def remove(app: App, address: str, yes: bool) -> None:
     with app.transaction() as ctx:
         mailboxes.remove(ctx, address)
     click.echo(f"mailbox {address} removed")
+
+
+@mailbox_group.command("vacation")
+@click.argument("address")
+@click.option("--on/--off", "enabled", required=True, help="Switch the vacation reply on or off.")
+@click.option("--subject", help="Subject of the reply.")
+@click.option("--message", "body", help="Text of the reply.")
+@click.option(
+    "--message-file",
+    type=click.File("r", encoding="utf-8"),
+    help="Read the text of the reply from a file ('-': standard input).",
+)
+@click.option("--days", type=int, help="Answer each sender at most once in this many days.")
+@click.option("--from", "start", type=click.DateTime(["%Y-%m-%d"]), help="First day, YYYY-MM-DD.")
+@click.option("--until", "end", type=click.DateTime(["%Y-%m-%d"]), help="Last day, YYYY-MM-DD.")
+@pass_app
+def vacation(
+    app: App,
+    address: str,
+    enabled: bool,
+    subject: str | None,
+    body: str | None,
+    message_file: TextIO | None,
+    days: int | None,
+    start: datetime | None,
+    end: datetime | None,
+) -> None:
+    """Set the vacation auto-reply of ADDRESS (once per sender per period; never to lists)."""
+    if body is not None and message_file is not None:
+        raise click.UsageError("give --message or --message-file, not both")
+    if message_file is not None:
+        body = message_file.read()
+    with app.transaction() as ctx:
+        rules = mail_rules.set_vacation(
+            ctx,
+            address,
+            enabled=enabled,
+            subject=subject,
+            body=body,
+            days=days,
+            start=start.date() if start else None,
+            end=end.date() if end else None,
+        )
+        shown = rules.mailbox.display_address
+    click.echo(f"vacation reply of {shown} {'on' if enabled else 'off'}")
+
+
+@mailbox_group.command("forward")
+@click.argument("address")
+@click.argument("destinations", nargs=-1)
+@click.option(
+    "--keep/--no-keep", default=True, help="Also keep a copy in the mailbox (default: keep)."
+)
+@click.option("--clear", is_flag=True, help="Stop forwarding.")
+@pass_app
+def forward(app: App, address: str, destinations: tuple[str, ...], keep: bool, clear: bool) -> None:
+    """Forward all mail of ADDRESS to DESTINATIONS (or --clear to stop)."""
+    if clear == bool(destinations):
+        raise click.UsageError("give the addresses to forward to, or --clear")
+    with app.transaction() as ctx:
+        rules = mail_rules.set_forwarding(ctx, address, list(destinations), keep_copy=keep)
+        shown = rules.mailbox.display_address
+        targets = ", ".join(rules.forward_to)
+    if clear:
+        click.echo(f"{shown} no longer forwards mail")
+    else:
+        click.echo(f"{shown} forwards to {targets}" + ("" if keep else " (no copy kept)"))
 
 
 COMMANDS = [mailbox_group]
