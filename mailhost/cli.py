@@ -61,7 +61,7 @@ def run(app: App) -> None:
     With Dovecot running, local mail goes through its LMTP so Sieve (vacation,
     forwarding, Junk) applies; Ctrl-C stops everything.
     """
-    from mailhost.supervisor import Dovecot, dovecot_binary
+    from mailhost.supervisor import Dovecot, WebServer, dovecot_binary
 
     settings = app.settings
     app.database()  # refuse an un-migrated database before starting anything
@@ -85,10 +85,19 @@ def run(app: App) -> None:
         )
         delivery = settings.delivery.model_copy(update={"method": "lmtp"})
         settings = settings.model_copy(update={"delivery": delivery})
+    web = WebServer(settings)
+    try:
+        web.start()
+    except RuntimeError as exc:
+        if dovecot is not None:
+            dovecot.stop()
+        raise MuninetError(str(exc)) from exc
+    click.echo(f"muninet: web (mail client autoconfiguration) on http://{web.bind}/", err=True)
     click.echo("muninet: starting the mail engine (Ctrl-C stops everything)", err=True)
     sys.stderr.flush()
     try:
         _serve(app, settings.smtp.workers, settings=settings)
     finally:
+        web.stop()
         if dovecot is not None:
             dovecot.stop()

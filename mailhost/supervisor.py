@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import shutil
+import socket
 import subprocess
+import sys
 import time
 
 from provisioning.render import DovecotFiles, render_dovecot
@@ -51,6 +53,62 @@ class Dovecot:
             files.lmtp_socket,
         )
         return files
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+class WebServer:
+    """The web face (autoconfig, later the admin) under gunicorn, as in production."""
+
+    def __init__(self, settings: Settings, *, workers: int = 2) -> None:
+        self.settings = settings
+        self.workers = workers
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bind(self) -> str:
+        address = self.settings.listen.address
+        host = f"[{address}]" if ":" in address else address
+        return f"{host}:{self.settings.listen.admin_port}"
+
+    def start(self, timeout: float = 20) -> None:
+        command = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--bind",
+            self.bind,
+            "--workers",
+            str(self.workers),
+            "--log-level",
+            "warning",
+            "admin_ui.wsgi:app",
+        ]
+        self.process = subprocess.Popen(command)  # noqa: S603 - our own interpreter
+        deadline = time.monotonic() + timeout
+        address, port = self.settings.listen.address, self.settings.listen.admin_port
+        while True:
+            if self.process.poll() is not None:
+                self.process = None
+                raise RuntimeError(f"the web server did not start on {self.bind}")
+            try:
+                socket.create_connection((address, port), timeout=0.5).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"the web server did not answer on {self.bind}") from None
+                time.sleep(0.1)
 
     def stop(self, timeout: float = 15) -> None:
         if self.process is None:

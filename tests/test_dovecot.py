@@ -9,6 +9,7 @@ import signal
 import smtplib
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -18,7 +19,7 @@ from mailhost.lmtp import deliver
 from mailhost.supervisor import Dovecot
 from provisioning.models import MemberStatus
 from provisioning.passwords import PasswordHasher
-from provisioning.services import domains, mailboxes, members
+from provisioning.services import domains, mail_rules, mailboxes, members
 from provisioning.settings import load_settings
 
 from conftest import FAST_HASHING
@@ -139,7 +140,8 @@ def test_delivery_over_quota_is_refused(imap: tuple[dict[str, str], Dovecot]) ->
 def test_muninet_run_serves_imap_and_smtp() -> None:
     require_root()
     state = world_traversable_tmp("muninet-run-")
-    ports = {name: free_port() for name in ("SMTP", "SUBMISSION", "SMTPS", "IMAP", "IMAPS")}
+    names = ("SMTP", "SUBMISSION", "SMTPS", "IMAP", "IMAPS", "ADMIN", "LOCAL")
+    ports = {name: free_port() for name in names}
     env = {
         "MUNINET_PATHS__STATE_DIR": str(state),
         **{f"MUNINET_LISTEN__{name}_PORT": str(port) for name, port in ports.items()},
@@ -150,6 +152,8 @@ def test_muninet_run_serves_imap_and_smtp() -> None:
         members.create(ctx, "glusk", "Gmina Głusk")
         domains.create(ctx, DOMAIN, member_slug="glusk")
         mailboxes.create(ctx, f"urzad@{DOMAIN}", "glusk", password=PW)
+        mailboxes.create(ctx, f"wojt@{DOMAIN}", "glusk", password=PW)
+        mail_rules.set_forwarding(ctx, f"wojt@{DOMAIN}", [f"urzad@{DOMAIN}"], keep_copy=False)
     base = {k: v for k, v in os.environ.items() if not k.startswith("MUNINET_")}
     log = open(state / "run.log", "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen([str(MUNINET), "run"], env={**base, **env}, stdout=log, stderr=log)
@@ -158,18 +162,31 @@ def test_muninet_run_serves_imap_and_smtp() -> None:
         wait_for_port(ports["SMTP"], process)
         with smtplib.SMTP("127.0.0.1", ports["SMTP"], timeout=20) as client:
             client.sendmail("a@example.com", [f"urzad@{DOMAIN}"], b"Subject: via run\r\n\r\nhi\r\n")
-        client_imap = imaplib.IMAP4("127.0.0.1", ports["IMAP"])
-        client_imap.login(f"urzad@{DOMAIN}", PW)
-        client_imap.select("INBOX")
-        _, found = client_imap.search(None, "SUBJECT", '"via run"')
-        client_imap.logout()
-        assert found[0].split()
+            # Under `muninet run` local mail passes Dovecot's Sieve: this one is forwarded.
+            client.sendmail("a@example.com", [f"wojt@{DOMAIN}"], b"Subject: via wojt\r\n\r\nhi\r\n")
+        deadline = time.monotonic() + 10
+        while True:
+            client_imap = imaplib.IMAP4("127.0.0.1", ports["IMAP"])
+            client_imap.login(f"urzad@{DOMAIN}", PW)
+            client_imap.select("INBOX")
+            _, direct = client_imap.search(None, "SUBJECT", '"via run"')
+            _, forwarded = client_imap.search(None, "SUBJECT", '"via wojt"')
+            client_imap.logout()
+            if forwarded[0].split() or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert direct[0].split() and forwarded[0].split()
+        url = f"http://127.0.0.1:{ports['ADMIN']}/mail/config-v1.1.xml?emailaddress=urzad@{DOMAIN}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert response.headers["Content-Type"].startswith("application/xml")
+            assert b"<socketType>SSL</socketType>" in response.read()
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
         log.close()
     output = (state / "run.log").read_text(errors="replace")
     assert "Dovecot serves IMAP" in output
+    assert "autoconfiguration) on http://127.0.0.1:" in output
     assert "Traceback" not in output
     pid_file = state / "dovecot" / "run" / "master.pid"
     deadline = time.monotonic() + 10
