@@ -19,6 +19,8 @@ from pathlib import Path
 from mailhost.durability import Rename
 from mailhost.errors import PermanentFailure, TemporaryFailure
 from mailhost.spool import Buffer
+from provisioning.maildirs import maildir_path
+from provisioning.maildirs import usage as maildir_usage
 
 _SUBDIRS = ("tmp", "new", "cur")
 USAGE_TTL = 60.0  # seconds a cached quota usage is trusted before a rescan
@@ -50,10 +52,10 @@ class MaildirStore:
 
     def maildir(self, key: str) -> Path:
         """The Maildir of a mailbox key (`local@ascii.domain`)."""
-        local, _, domain = key.rpartition("@")
-        if not local or not domain or "/" in key or local.startswith(".") or domain.startswith("."):
+        path = maildir_path(self.root, key)
+        if path is None:
             raise PermanentFailure(550, f"no such mailbox {key}", enhanced="5.1.1")
-        return self.root / domain / local / "Maildir"
+        return path
 
     def _ensure(self, maildir: Path) -> None:
         if (maildir / "new").is_dir():
@@ -70,20 +72,12 @@ class MaildirStore:
                 os.chown(path, *self.owner)
 
     def usage(self, key: str) -> int:
-        """Bytes in a mailbox, from the ,S= sizes in file names (cached briefly)."""
+        """Bytes in a mailbox, all folders, from the ,S= sizes in file names (cached briefly)."""
         now = time.monotonic()
         cached = self._usage.get(key)
         if cached is not None and now - cached.counted_at < USAGE_TTL:
             return cached.size
-        total = 0
-        maildir = self.maildir(key)
-        for sub in ("new", "cur"):
-            try:
-                names = os.listdir(maildir / sub)
-            except OSError:  # missing or unreadable: delivery itself will tell
-                continue
-            for name in names:
-                total += _size_from_name(name, maildir / sub)
+        total = maildir_usage(self.maildir(key)).bytes
         self._usage[key] = _Usage(total, now)
         return total
 
@@ -134,15 +128,3 @@ def _write_all(fd: int, data: Buffer) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
-
-
-def _size_from_name(name: str, directory: Path) -> int:
-    marker = name.find(",S=")
-    if marker != -1:
-        digits = name[marker + 3 :].split(",", 1)[0].split(":", 1)[0]
-        if digits.isdigit():
-            return int(digits)
-    try:
-        return (directory / name).stat().st_size
-    except OSError:
-        return 0

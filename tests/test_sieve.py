@@ -180,6 +180,24 @@ def test_spam_is_filed_into_junk_without_a_vacation_reply(stack: Stack) -> None:
     assert folder(stack, f"podejrzany@{D}") == []
 
 
+def test_usage_read_from_disk_matches_dovecots_quota(stack: Stack) -> None:
+    """muninet reads usage from the Maildirs (all folders) and agrees with Dovecot's count."""
+    settings = load_settings(stack.env)
+    client = imaplib.IMAP4("127.0.0.1", stack.imap_port)
+    try:
+        client.login(f"urzad@{D}", PW)
+        typ, data = client.getquotaroot("INBOX")
+    finally:
+        client.logout()
+    assert typ == "OK"
+    quota_line = next(bytes(d).decode() for d in data[1] if b"STORAGE" in bytes(d))
+    storage_kib = int(quota_line.split("STORAGE", 1)[1].split()[0])
+    with provisioned(stack.env, migrate=False) as ctx:
+        used = mailboxes.usage(settings, mailboxes.get(ctx.session, f"urzad@{D}"))
+    assert used.messages >= 6, used  # five in INBOX (vacation test), one in Junk
+    assert -(-used.bytes // 1024) == storage_kib  # Dovecot rounds up to whole KiB
+
+
 def test_rules_change_at_the_next_delivery(stack: Stack) -> None:
     with provisioned(stack.env, migrate=False) as ctx:
         mail_rules.set_forwarding(ctx, f"wojt@{D}", [], keep_copy=True)

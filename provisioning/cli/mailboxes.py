@@ -97,24 +97,32 @@ def list_(app: App, member_slug: str | None, as_json: bool) -> None:
 def show(app: App, address: str, as_json: bool) -> None:
     """Show one mailbox."""
     with app.reader() as session:
-        data = serialize.mailbox(mailboxes.get(session, address))
+        mb = mailboxes.get(session, address)
+        data = serialize.mailbox(mb)
+        used = mailboxes.usage(app.settings, mb)
+        data.update(used_bytes=used.bytes, messages=used.messages)
         data.update(serialize.mail_rules(mail_rules.get(session, address)))
     if as_json:
         emit_json(data)
         return
     data["quota_bytes"] = format_size(data["quota_bytes"])
+    data["used_bytes"] = format_size(data["used_bytes"])
     for key in (
         "address",
         "login",
         "member",
         "display_name",
         "quota_bytes",
+        "used_bytes",
+        "messages",
         "enabled",
         "password_scheme",
         "created_at",
         "updated_at",
     ):
-        label = {"quota_bytes": "quota", "display_name": "name"}.get(key, key).replace("_", " ")
+        label = {"quota_bytes": "quota", "used_bytes": "used", "display_name": "name"}.get(
+            key, key
+        ).replace("_", " ")
         click.echo(f"{label + ':':<16} {data[key]}")
     vacation = data["vacation"]
     if vacation is None:

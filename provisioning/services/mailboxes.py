@@ -5,12 +5,15 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
+from provisioning import maildirs
 from provisioning.addresses import split_address
 from provisioning.errors import Conflict, LimitExceeded, NotFound, ValidationError
+from provisioning.maildirs import MaildirUsage, maildir_path
 from provisioning.models import AliasDestination, Mailbox, Member, MemberStatus
 from provisioning.passwords import normalize_imported_hash
 from provisioning.services import addressing, members
 from provisioning.services.context import ServiceContext
+from provisioning.settings import Settings
 from provisioning.sizes import format_size
 
 MAX_DISPLAY_NAME = 200
@@ -24,6 +27,12 @@ def get(session: Session, address: str) -> Mailbox:
     if mailbox is None:
         raise NotFound(f"no mailbox {address.strip()!r}")
     return mailbox
+
+
+def usage(settings: Settings, mailbox: Mailbox) -> MaildirUsage:
+    """What the mailbox holds now, all folders, read from its Maildir (not from Dovecot)."""
+    path = maildir_path(settings.maildir_root, mailbox.address)
+    return maildirs.usage(path) if path is not None else MaildirUsage(0, 0)
 
 
 def list_mailboxes(session: Session, member_slug: str | None = None) -> list[Mailbox]:
