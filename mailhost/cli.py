@@ -5,20 +5,32 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 import click
 
 from provisioning.cli.app import App, pass_app
-from provisioning.errors import MuninetError
+from provisioning.errors import ConfigError, MuninetError
 from provisioning.settings import Settings
 from provisioning.tls import certificate_files
+
+if TYPE_CHECKING:
+    from mailhost.freeradius import FreeRadius
 
 
 def _worker_count(requested: int) -> int:
     return requested if requested > 0 else (os.cpu_count() or 1)
 
 
-def _serve(app: App, workers: int, *, queue: bool = True, settings: Settings | None = None) -> None:
+def _serve(
+    app: App,
+    workers: int,
+    *,
+    queue: bool = True,
+    settings: Settings | None = None,
+    after_fork: Callable[[], None] | None = None,
+) -> None:
     from mailhost.server import serve
 
     settings = settings or app.settings
@@ -33,6 +45,8 @@ def _serve(app: App, workers: int, *, queue: bool = True, settings: Settings | N
             asyncio.run(serve(settings, reuse_port=True, run_queue=False))
             os._exit(0)
         children.append(pid)
+    if after_fork is not None:
+        after_fork()
     try:
         asyncio.run(serve(settings, reuse_port=count > 1, run_queue=queue))
     finally:
@@ -56,48 +70,96 @@ def smtpd(app: App, workers: int | None, no_queue: bool) -> None:
 @click.command("run")
 @pass_app
 def run(app: App) -> None:
-    """Run the appliance in the foreground: Dovecot (IMAP, Sieve) and the mail engine.
+    """Run the appliance in the foreground: Dovecot, FreeRADIUS, the web face and the mail engine.
 
     With Dovecot running, local mail goes through its LMTP so Sieve (vacation,
-    forwarding, Junk) applies; Ctrl-C stops everything.
+    forwarding, Junk) applies. A daemon that is not installed is named in one line
+    and the rest runs without it; Ctrl-C stops everything.
     """
-    from mailhost.supervisor import Dovecot, WebServer, dovecot_binary
+    from mailhost.maintenance import Maintenance
 
     settings = app.settings
     app.database()  # refuse an un-migrated database before starting anything
-    dovecot = None
+    started: list[Stoppable] = []
+    maintenance: Maintenance | None = None
+    try:
+        settings = _start_dovecot(settings, started)
+        freeradius = _start_freeradius(settings, started)
+        _start_web(settings, started)
+        maintenance = Maintenance(settings, freeradius)
+        click.echo("muninet: starting the mail engine (Ctrl-C stops everything)", err=True)
+        sys.stderr.flush()
+        _serve(app, settings.smtp.workers, settings=settings, after_fork=maintenance.start)
+    finally:
+        if maintenance is not None:
+            maintenance.stop()
+        for daemon in reversed(started):
+            daemon.stop()
+
+
+class Stoppable(Protocol):
+    def stop(self, timeout: float = 15) -> None: ...
+
+
+def _start_dovecot(settings: Settings, started: list[Stoppable]) -> Settings:
+    """Dovecot for IMAP, LMTP and Sieve; the settings the engine then runs with."""
+    from mailhost.supervisor import Dovecot, dovecot_binary
+
     if dovecot_binary() is None:
         click.echo(
             "muninet: Dovecot is not installed (apt-get install dovecot-imapd dovecot-lmtpd "
-            "dovecot-sqlite dovecot-pgsql): running without IMAP",
+            "dovecot-sqlite dovecot-pgsql dovecot-sieve): running without IMAP",
             err=True,
         )
-    else:
-        dovecot = Dovecot(settings)
-        try:
-            dovecot.start()
-        except RuntimeError as exc:
-            raise MuninetError(str(exc)) from exc
+        return settings
+    dovecot = Dovecot(settings)
+    try:
+        dovecot.start()
+    except (RuntimeError, ConfigError) as exc:
+        raise MuninetError(str(exc)) from exc
+    started.append(dovecot)
+    listen = settings.listen
+    click.echo(
+        f"muninet: Dovecot serves IMAP on {listen.address}:{listen.imap_port} (STARTTLS) "
+        f"and {listen.imaps_port} (TLS)",
+        err=True,
+    )
+    delivery = settings.delivery.model_copy(update={"method": "lmtp"})
+    return settings.model_copy(update={"delivery": delivery})
+
+
+def _start_freeradius(settings: Settings, started: list[Stoppable]) -> FreeRadius | None:
+    from mailhost.freeradius import FreeRadius, freeradius_binary
+
+    if freeradius_binary() is None:
         click.echo(
-            f"muninet: Dovecot serves IMAP on {settings.listen.address}:"
-            f"{settings.listen.imap_port} (STARTTLS) and {settings.listen.imaps_port} (TLS)",
+            "muninet: FreeRADIUS is not installed (apt-get install freeradius): "
+            "running without subscriber authentication",
             err=True,
         )
-        delivery = settings.delivery.model_copy(update={"method": "lmtp"})
-        settings = settings.model_copy(update={"delivery": delivery})
+        return None
+    freeradius = FreeRadius(settings)
+    try:
+        freeradius.start()
+    except (RuntimeError, ConfigError) as exc:
+        raise MuninetError(str(exc)) from exc
+    started.append(freeradius)
+    listen = settings.listen
+    click.echo(
+        f"muninet: FreeRADIUS serves RADIUS on {listen.address}:{listen.radius_auth_port} "
+        f"(auth) and {listen.radius_acct_port} (accounting)",
+        err=True,
+    )
+    return freeradius
+
+
+def _start_web(settings: Settings, started: list[Stoppable]) -> None:
+    from mailhost.supervisor import WebServer
+
     web = WebServer(settings)
     try:
         web.start()
     except RuntimeError as exc:
-        if dovecot is not None:
-            dovecot.stop()
         raise MuninetError(str(exc)) from exc
+    started.append(web)
     click.echo(f"muninet: web (mail client autoconfiguration) on http://{web.bind}/", err=True)
-    click.echo("muninet: starting the mail engine (Ctrl-C stops everything)", err=True)
-    sys.stderr.flush()
-    try:
-        _serve(app, settings.smtp.workers, settings=settings)
-    finally:
-        web.stop()
-        if dovecot is not None:
-            dovecot.stop()

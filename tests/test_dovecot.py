@@ -19,10 +19,10 @@ from mailhost.lmtp import deliver
 from mailhost.supervisor import Dovecot
 from provisioning.models import MemberStatus
 from provisioning.passwords import PasswordHasher
-from provisioning.services import domains, mail_rules, mailboxes, members
+from provisioning.services import domains, mail_rules, mailboxes, members, nas, plans, subscribers
 from provisioning.settings import load_settings
 
-from conftest import FAST_HASHING
+from conftest import FAST_HASHING, missing
 from dovecot_server import require_root, start_dovecot, world_traversable_tmp
 from mailserver import MUNINET, OFFLINE_DNS, free_port, provisioned, wait_for_port
 
@@ -137,10 +137,23 @@ def test_delivery_over_quota_is_refused(imap: tuple[dict[str, str], Dovecot]) ->
     assert (outcome.code, outcome.enhanced) == (552, "5.2.2")
 
 
-def test_muninet_run_serves_imap_and_smtp() -> None:
+def test_muninet_run_serves_imap_smtp_radius_and_web() -> None:
     require_root()
+    radtest = shutil.which("radtest")
+    if radtest is None:
+        missing("radtest (freeradius-utils)")
     state = world_traversable_tmp("muninet-run-")
-    names = ("SMTP", "SUBMISSION", "SMTPS", "IMAP", "IMAPS", "ADMIN", "LOCAL")
+    names = (
+        "SMTP",
+        "SUBMISSION",
+        "SMTPS",
+        "IMAP",
+        "IMAPS",
+        "ADMIN",
+        "LOCAL",
+        "RADIUS_AUTH",
+        "RADIUS_ACCT",
+    )
     ports = {name: free_port() for name in names}
     env = {
         "MUNINET_PATHS__STATE_DIR": str(state),
@@ -154,6 +167,9 @@ def test_muninet_run_serves_imap_and_smtp() -> None:
         mailboxes.create(ctx, f"urzad@{DOMAIN}", "glusk", password=PW)
         mailboxes.create(ctx, f"wojt@{DOMAIN}", "glusk", password=PW)
         mail_rules.set_forwarding(ctx, f"wojt@{DOMAIN}", [f"urzad@{DOMAIN}"], keep_copy=False)
+        plans.create(ctx, "dsl-20", download_bps=20_000_000, upload_bps=2_000_000)
+        nas.create(ctx, "nas-local", "127.0.0.1", "sekret-nas-1", vendor="mikrotik")
+        subscribers.create(ctx, "glusk.urzad", "glusk", "dsl-20", PW)
     base = {k: v for k, v in os.environ.items() if not k.startswith("MUNINET_")}
     log = open(state / "run.log", "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen([str(MUNINET), "run"], env={**base, **env}, stdout=log, stderr=log)
@@ -180,6 +196,15 @@ def test_muninet_run_serves_imap_and_smtp() -> None:
         with urllib.request.urlopen(url, timeout=10) as response:
             assert response.headers["Content-Type"].startswith("application/xml")
             assert b"<socketType>SSL</socketType>" in response.read()
+        answer = subprocess.run(
+            [radtest, "glusk.urzad", PW, f"127.0.0.1:{ports['RADIUS_AUTH']}", "0", "sekret-nas-1"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert "Access-Accept" in answer.stdout, answer.stdout + answer.stderr
+        assert "Mikrotik-Rate-Limit" in answer.stdout
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
@@ -187,6 +212,7 @@ def test_muninet_run_serves_imap_and_smtp() -> None:
     output = (state / "run.log").read_text(errors="replace")
     assert "Dovecot serves IMAP" in output
     assert "autoconfiguration) on http://127.0.0.1:" in output
+    assert "FreeRADIUS serves RADIUS" in output
     assert "Traceback" not in output
     pid_file = state / "dovecot" / "run" / "master.pid"
     deadline = time.monotonic() + 10

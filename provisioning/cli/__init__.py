@@ -85,6 +85,11 @@ def _register_builtin() -> None:
         for command in module.COMMANDS:
             cli.add_command(command)
 
+    from provisioning.cli import subscribers
+
+    for command in subscribers.COMMANDS:
+        cli.add_command(command)
+
 
 _register_builtin()
 

@@ -5,6 +5,19 @@ from provisioning.models.audit import AuditEvent
 from provisioning.models.base import Base, utcnow
 from provisioning.models.mail import Alias, AliasDestination, Domain, Mailbox, MailRules
 from provisioning.models.members import Member, MemberKind, MemberStatus
+from provisioning.models.radius import (
+    CapAction,
+    IpPool,
+    Nas,
+    NasVendor,
+    PlanAttribute,
+    PlanKind,
+    RadAcct,
+    RadPostAuth,
+    ServicePlan,
+    Subscriber,
+    SubscriberStatus,
+)
 
 __all__ = [
     "AdminUser",
@@ -20,4 +33,17 @@ __all__ = [
     "MemberKind",
     "MemberStatus",
     "utcnow",
+]
+__all__ += [
+    "CapAction",
+    "IpPool",
+    "Nas",
+    "NasVendor",
+    "PlanAttribute",
+    "PlanKind",
+    "RadAcct",
+    "RadPostAuth",
+    "ServicePlan",
+    "Subscriber",
+    "SubscriberStatus",
 ]

@@ -11,7 +11,15 @@ from sqlalchemy.orm import Session
 
 from provisioning.addresses import parse_destination
 from provisioning.errors import Conflict, LimitExceeded, NotFound, NotPermitted, ValidationError
-from provisioning.models import Alias, Domain, Mailbox, Member, MemberKind, MemberStatus
+from provisioning.models import (
+    Alias,
+    Domain,
+    Mailbox,
+    Member,
+    MemberKind,
+    MemberStatus,
+    Subscriber,
+)
 from provisioning.services.context import ServiceContext
 from provisioning.sizes import format_size
 
@@ -28,7 +36,7 @@ class Usage:
     quota_allocated: int
     aliases: int
     domains: int
-    lines: int = 0  # subscriber lines arrive with the subscriber issue
+    lines: int = 0  # subscribers (suspended ones too)
 
 
 def get(session: Session, slug: str, *, for_update: bool = False) -> Member:
@@ -53,8 +61,15 @@ def usage(session: Session, member: Member) -> Usage:
     ).one()
     aliases = session.scalar(select(func.count(Alias.id)).where(Alias.member_id == member.id))
     domains = session.scalar(select(func.count(Domain.id)).where(Domain.member_id == member.id))
+    lines = session.scalar(
+        select(func.count(Subscriber.id)).where(Subscriber.member_id == member.id)
+    )
     return Usage(
-        mailboxes=mailboxes, quota_allocated=int(quota), aliases=aliases or 0, domains=domains or 0
+        mailboxes=mailboxes,
+        quota_allocated=int(quota),
+        aliases=aliases or 0,
+        domains=domains or 0,
+        lines=lines or 0,
     )
 
 

@@ -1,0 +1,324 @@
+"""Online sessions, usage reports, stale-session closing and cap enforcement, from `radacct`.
+
+FreeRADIUS writes one `radacct` row per session (Start, Interim-Update, Stop);
+times are epoch seconds and octets include the gigawords. A month's usage is the
+sum over the sessions that started in that month, in the server's local time: the
+same rule the FreeRADIUS monthly counters (sqlcounter, `reset = monthly`) apply
+at login, so the report and the cap always agree.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from provisioning.errors import ValidationError
+from provisioning.models import (
+    CapAction,
+    Member,
+    Nas,
+    RadAcct,
+    ServicePlan,
+    Subscriber,
+)
+from provisioning.services import members, plans
+from provisioning.services import nas as nas_service
+from provisioning.services.context import ServiceContext
+
+_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+
+
+def parse_month(text: str | None, today: date | None = None) -> tuple[int, int]:
+    """(year, month) from "YYYY-MM"; None means the current month."""
+    if text is None:
+        today = today or date.today()
+        return today.year, today.month
+    match = _MONTH.match(text.strip())
+    if not match or not 1 <= int(match.group(2)) <= 12:
+        raise ValidationError(f"not a month: {text!r} (use YYYY-MM)")
+    return int(match.group(1)), int(match.group(2))
+
+
+def month_bounds(year: int, month: int) -> tuple[int, int]:
+    """Epoch seconds of the first instant of the month and of the next, in local time."""
+    start = datetime(year, month, 1).astimezone()
+    following = datetime(year + month // 12, month % 12 + 1, 1).astimezone()
+    return int(start.timestamp()), int(following.timestamp())
+
+
+@dataclass(frozen=True)
+class OnlineSession:
+    username: str
+    member: str | None
+    nas_address: str
+    session_id: str
+    unique_id: str
+    started: int
+    last_update: int
+    session_time: int
+    input_octets: int
+    output_octets: int
+    framed_ip: str
+    calling_station_id: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "username": self.username,
+            "member": self.member,
+            "nas": self.nas_address,
+            "session_id": self.session_id,
+            "started": datetime.fromtimestamp(self.started).astimezone().isoformat(),
+            "last_update": datetime.fromtimestamp(self.last_update).astimezone().isoformat(),
+            "session_time": self.session_time,
+            "input_octets": self.input_octets,
+            "output_octets": self.output_octets,
+            "framed_ip": self.framed_ip,
+            "calling_station_id": self.calling_station_id,
+        }
+
+
+def online_sessions(
+    session: Session, member_slug: str | None = None, username: str | None = None
+) -> list[OnlineSession]:
+    """Sessions without a stop time, newest first."""
+    query = (
+        select(RadAcct, Member.slug)
+        .outerjoin(Subscriber, Subscriber.username == RadAcct.username)
+        .outerjoin(Member, Member.id == Subscriber.member_id)
+        .where(RadAcct.acctstoptime.is_(None))
+    )
+    if member_slug is not None:
+        query = query.where(Subscriber.member_id == members.get(session, member_slug).id)
+    if username is not None:
+        query = query.where(RadAcct.username == username.strip().lower())
+    rows = session.execute(query.order_by(RadAcct.acctstarttime.desc())).all()
+    return [
+        OnlineSession(
+            username=row.username,
+            member=slug,
+            nas_address=row.nasipaddress,
+            session_id=row.acctsessionid,
+            unique_id=row.acctuniqueid,
+            started=row.acctstarttime,
+            last_update=row.acctupdatetime,
+            session_time=row.acctsessiontime,
+            input_octets=row.acctinputoctets,
+            output_octets=row.acctoutputoctets,
+            framed_ip=row.framedipaddress,
+            calling_station_id=row.callingstationid,
+        )
+        for row, slug in rows
+    ]
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    username: str
+    member: str | None
+    sessions: int
+    session_time: int
+    input_octets: int
+    output_octets: int
+
+    @property
+    def total_octets(self) -> int:
+        return self.input_octets + self.output_octets
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "username": self.username,
+            "member": self.member,
+            "sessions": self.sessions,
+            "session_time": self.session_time,
+            "input_octets": self.input_octets,
+            "output_octets": self.output_octets,
+            "total_octets": self.total_octets,
+        }
+
+
+@dataclass
+class UsageReport:
+    year: int
+    month: int
+    rows: list[UsageRow]  # by subscriber, largest total first (top users)
+    members: dict[str, UsageRow] = field(default_factory=dict)  # summed per member
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "month": f"{self.year:04d}-{self.month:02d}",
+            "subscribers": [row.as_dict() for row in self.rows],
+            "members": {slug: row.as_dict() for slug, row in sorted(self.members.items())},
+        }
+
+
+def _sum_rows(label: str, member: str | None, rows: Iterable[UsageRow]) -> UsageRow:
+    rows = list(rows)
+    return UsageRow(
+        username=label,
+        member=member,
+        sessions=sum(r.sessions for r in rows),
+        session_time=sum(r.session_time for r in rows),
+        input_octets=sum(r.input_octets for r in rows),
+        output_octets=sum(r.output_octets for r in rows),
+    )
+
+
+def usage(session: Session, year: int, month: int, member_slug: str | None = None) -> UsageReport:
+    """One month's usage per subscriber (top users first) and per member."""
+    start, end = month_bounds(year, month)
+    total = func.sum(RadAcct.acctinputoctets + RadAcct.acctoutputoctets)
+    query = (
+        select(
+            RadAcct.username,
+            Member.slug,
+            func.count(RadAcct.radacctid),
+            func.coalesce(func.sum(RadAcct.acctsessiontime), 0),
+            func.coalesce(func.sum(RadAcct.acctinputoctets), 0),
+            func.coalesce(func.sum(RadAcct.acctoutputoctets), 0),
+        )
+        .outerjoin(Subscriber, Subscriber.username == RadAcct.username)
+        .outerjoin(Member, Member.id == Subscriber.member_id)
+        .where(RadAcct.acctstarttime >= start, RadAcct.acctstarttime < end)
+        .group_by(RadAcct.username, Member.slug)
+        .order_by(total.desc(), RadAcct.username)
+    )
+    if member_slug is not None:
+        query = query.where(Subscriber.member_id == members.get(session, member_slug).id)
+    rows = [
+        UsageRow(
+            username=username,
+            member=slug,
+            sessions=int(count),
+            session_time=int(seconds),
+            input_octets=int(octets_in),
+            output_octets=int(octets_out),
+        )
+        for username, slug, count, seconds, octets_in, octets_out in session.execute(query)
+    ]
+    report = UsageReport(year=year, month=month, rows=rows)
+    by_member: dict[str, list[UsageRow]] = {}
+    for row in rows:
+        by_member.setdefault(row.member or "", []).append(row)
+    report.members = {
+        slug: _sum_rows(slug, slug or None, member_rows)
+        for slug, member_rows in by_member.items()
+        if slug
+    }
+    return report
+
+
+def daily_usage(session: Session, username: str, year: int, month: int) -> dict[int, UsageRow]:
+    """One subscriber's usage per day of a month (by session start, local time)."""
+    start, end = month_bounds(year, month)
+    rows = session.scalars(
+        select(RadAcct).where(
+            RadAcct.username == username.strip().lower(),
+            RadAcct.acctstarttime >= start,
+            RadAcct.acctstarttime < end,
+        )
+    ).all()
+    days: dict[int, list[UsageRow]] = {}
+    for row in rows:
+        day = datetime.fromtimestamp(row.acctstarttime).day
+        days.setdefault(day, []).append(
+            UsageRow(
+                row.username,
+                None,
+                1,
+                row.acctsessiontime,
+                row.acctinputoctets,
+                row.acctoutputoctets,
+            )
+        )
+    return {day: _sum_rows(username, None, entries) for day, entries in sorted(days.items())}
+
+
+def close_stale_sessions(
+    ctx: ServiceContext, *, now: float | None = None, interval: int = plans.INTERIM_INTERVAL
+) -> int:
+    """Close open sessions with no accounting for twice the interim interval.
+
+    A NAS that rebooted or lost its link never sends the Stop; without this the
+    session would count against Simultaneous-Use forever. The stop time is the
+    last update; an interim update arriving later reopens the session.
+    """
+    cutoff = int(now if now is not None else time.time()) - 2 * interval
+    result = ctx.session.execute(
+        update(RadAcct)
+        .where(RadAcct.acctstoptime.is_(None), RadAcct.acctupdatetime < cutoff)
+        .values(
+            acctstoptime=RadAcct.acctupdatetime,
+            acctterminatecause="Stale-Session",
+        )
+        .execution_options(synchronize_session=False)
+    )
+    closed = int(getattr(result, "rowcount", 0) or 0)
+    if closed:
+        ctx.audit("radius.stale", "radacct", closed=closed, cutoff=cutoff)
+    return closed
+
+
+@dataclass(frozen=True)
+class OverCap:
+    """An open session whose subscriber has used up a monthly cap."""
+
+    session: OnlineSession
+    nas: Nas | None
+    action: CapAction  # REJECT: disconnect; THROTTLE: CoA with the fair-use rate
+    reason: str
+
+
+def over_cap_sessions(session: Session, *, now: float | None = None) -> list[OverCap]:
+    """Open sessions past their plan's monthly cap (sqlcounter checks only at login)."""
+    moment = datetime.fromtimestamp(now if now is not None else time.time())
+    start, end = month_bounds(moment.year, moment.month)
+    used = (
+        select(
+            RadAcct.username.label("username"),
+            func.sum(RadAcct.acctinputoctets + RadAcct.acctoutputoctets).label("octets"),
+            func.sum(RadAcct.acctsessiontime).label("seconds"),
+        )
+        .where(RadAcct.acctstarttime >= start, RadAcct.acctstarttime < end)
+        .group_by(RadAcct.username)
+        .subquery()
+    )
+    rows = session.execute(
+        select(Subscriber.username, ServicePlan, used.c.octets, used.c.seconds)
+        .join(ServicePlan, ServicePlan.id == Subscriber.plan_id)
+        .join(used, used.c.username == Subscriber.username)
+        .where(
+            or_(
+                ServicePlan.data_cap_bytes.is_not(None),
+                ServicePlan.time_cap_seconds.is_not(None),
+            )
+        )
+    ).all()
+    result: list[OverCap] = []
+    online = {s.unique_id: s for s in online_sessions(session)}
+    by_user: dict[str, list[OnlineSession]] = {}
+    for item in online.values():
+        by_user.setdefault(item.username, []).append(item)
+    for username, plan, octets, seconds in rows:
+        if username not in by_user:
+            continue
+        over_time = plan.time_cap_seconds is not None and int(seconds or 0) >= plan.time_cap_seconds
+        over_data = plan.data_cap_bytes is not None and int(octets or 0) >= plan.data_cap_bytes
+        if not (over_time or over_data):
+            continue
+        throttle = not over_time and plan.cap_action is CapAction.THROTTLE and over_data
+        for item in by_user[username]:
+            result.append(
+                OverCap(
+                    session=item,
+                    nas=nas_service.for_address(session, item.nas_address),
+                    action=CapAction.THROTTLE if throttle else CapAction.REJECT,
+                    reason="time cap" if over_time else "data cap",
+                )
+            )
+    return result
