@@ -12,7 +12,7 @@ import click
 
 from provisioning.cli.app import App, pass_app
 from provisioning.errors import ConfigError, MuninetError
-from provisioning.settings import Settings
+from provisioning.settings import AntivirusSettings, Settings, SpamSettings
 from provisioning.tls import certificate_files
 
 if TYPE_CHECKING:
@@ -84,6 +84,7 @@ def run(app: App) -> None:
     maintenance: Maintenance | None = None
     try:
         settings = _start_dovecot(settings, started)
+        settings = _start_filters(settings, started)
         freeradius = _start_freeradius(settings, started)
         _start_web(settings, started)
         maintenance = Maintenance(settings, freeradius)
@@ -126,6 +127,45 @@ def _start_dovecot(settings: Settings, started: list[Stoppable]) -> Settings:
     )
     delivery = settings.delivery.model_copy(update={"method": "lmtp"})
     return settings.model_copy(update={"delivery": delivery})
+
+
+def _start_filters(settings: Settings, started: list[Stoppable]) -> Settings:
+    """clamd and rspamd for the content filters; a filter whose daemon cannot run is off."""
+    from mailhost.filter_daemons import Clamd, Rspamd, clamd_binary, rspamd_binary
+
+    daemons: list[
+        tuple[
+            str,
+            str,
+            AntivirusSettings | SpamSettings,
+            type[Clamd] | type[Rspamd],
+            Callable[[], str | None],
+            str,
+        ]
+    ] = [
+        ("antivirus", "ClamAV", settings.antivirus, Clamd, clamd_binary, "clamav-daemon"),
+        ("spam", "rspamd", settings.spam, Rspamd, rspamd_binary, "rspamd"),
+    ]
+    for section, name, options, daemon_class, binary, package in daemons:
+        if not options.enabled or options.address:
+            continue  # off, or a daemon run elsewhere
+        reason = f"{name} is not installed (apt-get install {package})"
+        if binary() is not None:
+            daemon = daemon_class(settings)
+            try:
+                daemon.start()
+            except ConfigError as exc:  # e.g. no signatures yet: freshclam has not run
+                reason = str(exc)
+            except RuntimeError as exc:
+                raise MuninetError(str(exc)) from exc
+            else:
+                started.append(daemon)
+                click.echo(f"muninet: {name} is running for the {section} filter", err=True)
+                continue
+        click.echo(f"muninet: {section} filter OFF for this run: {reason}", err=True)
+        off = options.model_copy(update={"enabled": False})
+        settings = settings.model_copy(update={section: off})
+    return settings
 
 
 def _start_freeradius(settings: Settings, started: list[Stoppable]) -> FreeRadius | None:

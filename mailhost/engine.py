@@ -17,13 +17,17 @@ from typing import ParamSpec, TypeVar
 
 from mailhost import lmtp
 from mailhost.directory import Directory, LocalMailbox, Route
+from mailhost.dkim_sign import sign as dkim_sign
 from mailhost.durability import GroupCommitter, Rename
 from mailhost.errors import DeliveryError, TemporaryFailure
+from mailhost.filters import Pipeline, build_pipeline
+from mailhost.filters.auth import from_domains
 from mailhost.limits import ConnectionCounter, SlidingWindow, network_of
 from mailhost.maildir import MaildirStore
 from mailhost.spool import LOCAL_PREFIX, Buffer, MessageHeader, Spool, new_id
 from provisioning.audit import Actor
 from provisioning.db import Database
+from provisioning.services import dkim as dkim_keys
 from provisioning.services import mailboxes
 from provisioning.services.context import ServiceContext
 from provisioning.settings import Settings
@@ -62,6 +66,8 @@ class Engine:
         self.sent_by_account = SlidingWindow(sub.messages_per_hour, 3600)
         self.connections = ConnectionCounter(settings.smtp.max_connections_per_ip)
         self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="engine")
+        # Content filters (ClamAV, rspamd) between DATA and 250; one per process.
+        self.pipeline: Pipeline = build_pipeline(settings)
         self.on_queued: Callable[[], None] | None = None
         self._routes: dict[tuple[str, bool], tuple[float, Route | DeliveryError]] = {}
 
@@ -114,6 +120,18 @@ class Engine:
         except DeliveryError:
             return address
         return LOCAL_PREFIX + route.local[0].key if route.local else address
+
+    async def dkim_sign(self, data: bytes) -> bytes:
+        """Sign outgoing mail with the active DKIM keys of its From domain, if it has any."""
+        return await self.run(self._dkim_sign, data)
+
+    def _dkim_sign(self, data: bytes) -> bytes:
+        domains = from_domains(data)
+        if domains is None or len(domains) != 1:
+            return data  # no single author domain: nothing we could sign for
+        with self.db.reader() as session:
+            keys = dkim_keys.signing_keys(session, domains[0])
+        return dkim_sign(data, domains[0], keys) if keys else data
 
     async def is_hosted(self, address: str) -> bool:
         """Whether an address is in one of our domains (a local process's sender)."""

@@ -78,5 +78,6 @@ async def serve(
             await server.wait_closed()
         if runner_task is not None:
             await runner_task
+        await engine.pipeline.aclose()
         engine.close()
         database.dispose()

@@ -24,7 +24,9 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 from mailhost.directory import Route
 from mailhost.engine import Engine
 from mailhost.errors import DeliveryError
-from provisioning.errors import MuninetError
+from mailhost.filters import MessageInfo
+from provisioning.addresses import parse_domain
+from provisioning.errors import MuninetError, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -339,19 +341,11 @@ class MailHandler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        data: bytes | bytearray = envelope.original_content or b""
-        # Scanning a large message takes milliseconds: not on the event loop.
-        bare = (
-            await self.engine.run(has_bare_line_ending, data)
-            if len(data) > INLINE_SCAN_LIMIT
-            else has_bare_line_ending(data)
-        )
-        if bare:
-            return "550 5.6.11 Bare CR or LF in message; lines must end with CRLF"
-        if count_received(data) >= self.settings.smtp.max_received_headers:
-            return "554 5.4.6 Too many Received headers: mail loop"
-        routes: list[Route] = envelope.routes  # type: ignore[attr-defined]
         login = session.auth_data if session.authenticated else None
+        data = await self._prepare(session, envelope, envelope.original_content or b"", login)
+        if isinstance(data, str):
+            return data  # refused
+        routes: list[Route] = envelope.routes  # type: ignore[attr-defined]
         received = self._received(session, envelope, login)
         try:
             accepted = await self.engine.accept(
@@ -379,6 +373,60 @@ class MailHandler:
             len(received) + len(data),
         )
         return f"250 2.0.0 OK queued as {accepted.queue_id}"
+
+    async def _prepare(
+        self, session: Session, envelope: Envelope, data: bytes | bytearray, login: str | None
+    ) -> str | bytes | bytearray:
+        """The message to store, or the reply refusing it: checks, filters, DKIM signature."""
+        # Scanning a large message takes milliseconds: not on the event loop.
+        bare = (
+            await self.engine.run(has_bare_line_ending, data)
+            if len(data) > INLINE_SCAN_LIMIT
+            else has_bare_line_ending(data)
+        )
+        if bare:
+            return "550 5.6.11 Bare CR or LF in message; lines must end with CRLF"
+        if count_received(data) >= self.settings.smtp.max_received_headers:
+            return "554 5.4.6 Too many Received headers: mail loop"
+        if self.kind != LOCAL and self.engine.pipeline.filters:
+            # Mail from the loopback port (Sieve replies, forwards) was filtered on its way in.
+            filtered = await self._filter(session, envelope, data, login)
+            if isinstance(filtered, str):
+                return filtered
+            data = filtered
+        if self.kind != MX:
+            # Our users' mail and this host's own (Sieve replies) leave signed by their domain.
+            try:
+                data = await self.engine.dkim_sign(bytes(data))
+            except Exception:
+                log.exception("DKIM signing of mail from <%s> failed", envelope.mail_from)
+                return TEMPORARY
+        return data
+
+    async def _filter(
+        self, session: Session, envelope: Envelope, data: bytes | bytearray, login: str | None
+    ) -> str | bytes:
+        """Run the content filters: the reply refusing the message, or the message to store."""
+        message = MessageInfo(
+            data=bytes(data),
+            mail_from=envelope_sender(envelope),
+            recipients=list(envelope.rcpt_tos),
+            recipient_domains=sorted({_ascii_domain(r) for r in envelope.rcpt_tos}),
+            client_ip=_peer_ip(session),
+            helo=session.host_name or "",
+            auth_user=login,
+        )
+        result = await self.engine.pipeline.run(message)
+        if not result.accepted:
+            log.info(
+                "refused message from <%s> to %s: %s (%s)",
+                message.mail_from,
+                ", ".join(message.recipients),
+                result.reply,
+                result.decided_by,
+            )
+            return result.reply or TEMPORARY
+        return result.apply(message.data)
 
     def _received(self, session: Session, envelope: Envelope, login: str | None) -> bytes:
         protocol = (
@@ -410,6 +458,14 @@ def envelope_sender(envelope: Envelope) -> str:
     """The envelope sender as the engine stores it: "" for the null sender (bounces)."""
     sender = envelope.mail_from or ""
     return "" if sender == NULL_SENDER else sender
+
+
+def _ascii_domain(address: str) -> str:
+    domain = address.rpartition("@")[2]
+    try:
+        return parse_domain(domain).ascii
+    except ValidationError:
+        return domain.lower()
 
 
 def _peer_ip(session: Session) -> str:

@@ -16,7 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from provisioning.durations import parse_duration
@@ -146,8 +146,47 @@ class DnsSettings(_Section):
     timeout: Seconds
 
 
+class SenderAuthSettings(_Section):
+    enabled: bool
+    reject_dmarc: bool
+    quarantine_to_junk: bool
+
+
+class DnsblSettings(_Section):
+    zones: list[str]
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+class AntivirusSettings(_Section):
+    enabled: bool
+    address: str
+    database_dir: str
+    timeout: Seconds = Field(gt=0)
+    on_error: Literal["tempfail", "accept"]
+    max_stream_size: ByteSize = Field(ge=1)
+    on_oversize: Literal["skip", "tempfail", "reject"]
+    max_parallel: int = Field(ge=1)
+    quarantine: bool
+
+
+class SpamSettings(_Section):
+    enabled: bool
+    address: str
+    timeout: Seconds = Field(gt=0)
+    on_error: Literal["accept", "tempfail"]
+    add_header_score: float
+    reject_score: float
+    max_size: ByteSize = Field(ge=1)
+    quarantine: bool
+
+    @model_validator(mode="after")
+    def _thresholds_in_order(self) -> SpamSettings:
+        if self.add_header_score > self.reject_score:
+            raise ValueError("add_header_score must not be above reject_score")
+        return self
 
 
 class Settings(_Section):
@@ -163,7 +202,11 @@ class Settings(_Section):
     queue: QueueSettings
     relay: RelaySettings
     dns: DnsSettings
+    sender_auth: SenderAuthSettings
+    dnsbl: DnsblSettings
     logging: LoggingSettings
+    antivirus: AntivirusSettings
+    spam: SpamSettings
 
     @property
     def state_dir(self) -> Path:

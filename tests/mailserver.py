@@ -20,6 +20,14 @@ from provisioning.settings import load_settings
 
 MUNINET = Path(sys.executable).parent / "muninet"
 # Outbound lookups go to a loopback port where nothing answers: no traffic leaves.
+# The content filters need their daemons; tests that want them set these to true
+# and point the filters at the daemons they started.
+NO_FILTERS = {
+    "MUNINET_ANTIVIRUS__ENABLED": "false",
+    "MUNINET_SPAM__ENABLED": "false",
+    "MUNINET_SENDER_AUTH__ENABLED": "false",
+}
+
 OFFLINE_DNS = {
     "MUNINET_DNS__NAMESERVERS": "127.0.0.1",
     "MUNINET_DNS__PORT": "9",
@@ -81,6 +89,7 @@ class MailServer:
         base = {k: v for k, v in os.environ.items() if not k.startswith("MUNINET_")}
         return {
             **base,
+            **NO_FILTERS,
             **self.env,
             "MUNINET_LISTEN__SMTP_PORT": str(self.smtp_port),
             "MUNINET_LISTEN__SUBMISSION_PORT": str(self.submission_port),

@@ -24,7 +24,7 @@ from provisioning.settings import load_settings
 
 from conftest import FAST_HASHING, missing
 from dovecot_server import require_root, start_dovecot, world_traversable_tmp
-from mailserver import MUNINET, OFFLINE_DNS, free_port, provisioned, wait_for_port
+from mailserver import MUNINET, NO_FILTERS, OFFLINE_DNS, free_port, provisioned, wait_for_port
 
 PW = "correct horse battery"
 DOMAIN = "gmina-glusk.pl"
@@ -160,6 +160,7 @@ def test_muninet_run_serves_imap_smtp_radius_and_web() -> None:
         **{f"MUNINET_LISTEN__{name}_PORT": str(port) for name, port in ports.items()},
         **FAST_HASHING,
         **OFFLINE_DNS,
+        **NO_FILTERS,  # their daemons are tested in test_filters_smtp.py
     }
     with provisioned(env) as ctx:
         members.create(ctx, "glusk", "Gmina Głusk")

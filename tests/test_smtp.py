@@ -9,10 +9,12 @@ import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
+import dkim  # type: ignore[import-untyped]
 import pytest
 
-from provisioning.models import MemberStatus
+from provisioning.models import DkimAlgorithm, MemberStatus
 from provisioning.services import aliases, domains, mailboxes, members
+from provisioning.services import dkim as dkim_keys
 
 from conftest import FAST_HASHING
 from mailserver import OFFLINE_DNS, MailServer, provisioned
@@ -64,6 +66,8 @@ def mail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailServer]:
             member_slug="glusk",
         )
         aliases.create(ctx, f"@{IDN}", [f"деловодство@{IDN}"])
+        for algorithm in (DkimAlgorithm.RSA, DkimAlgorithm.ED25519):
+            dkim_keys.generate(ctx, SHARED, algorithm)
         mailboxes.set_enabled(ctx, f"glusk.off@{SHARED}", False)
         members.set_status(ctx, "gone", MemberStatus.SUSPENDED, "test")
     server = MailServer(env=env, state_dir=state)
@@ -412,3 +416,29 @@ def test_dot_stuffing_and_pipelined_commands_after_data(mail: MailServer) -> Non
     copies = delivered(mail, f"glusk@{SHARED}", "dots")
     assert len(copies) == 1
     assert copies[0].endswith(b"\r\n\r\n.leading dot\r\n..two\r\nplain\r\n")
+
+
+def test_submitted_mail_is_dkim_signed_mx_mail_is_not(mail: MailServer) -> None:
+    """Both keys of the author's domain sign it; the signatures verify against our records."""
+    sender = f"glusk.sekretariat@{SHARED}"
+    message = body("podpisany").replace(b"From: sender@example.com", f"From: {sender}".encode())
+    with submission(mail, sender) as client:
+        client.sendmail(sender, [f"glusk@{SHARED}"], message)
+    with mx(mail) as client:
+        client.sendmail("a@example.com", [f"glusk@{SHARED}"], body("z zewnatrz"))
+    (signed,) = delivered(mail, f"glusk@{SHARED}", "podpisany")
+    assert signed.count(b"DKIM-Signature:") == 2
+    with provisioned(mail.env, migrate=False) as ctx:
+        records = {
+            dkim_keys.record_name(SHARED, key.selector).encode(): dkim_keys.txt_value(key).encode()
+            for key in dkim_keys.list_keys(ctx.session, SHARED)
+        }
+
+    def dns_txt(name: bytes, timeout: float = 5) -> bytes | None:
+        return records.get(name.rstrip(b"."))
+
+    # Our Received header sits above the signatures; verifiers ignore it.
+    for index in range(2):
+        assert dkim.DKIM(signed).verify(idx=index, dnsfunc=dns_txt), index
+    (unsigned,) = delivered(mail, f"glusk@{SHARED}", "z zewnatrz")
+    assert b"DKIM-Signature:" not in unsigned

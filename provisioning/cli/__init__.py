@@ -90,6 +90,12 @@ def _register_builtin() -> None:
     for command in subscribers.COMMANDS:
         cli.add_command(command)
 
+    from provisioning.cli import dkim, domain_check
+
+    for command in dkim.COMMANDS:
+        cli.add_command(command)
+    domains.domain_group.add_command(domain_check.check_command)
+
 
 _register_builtin()
 

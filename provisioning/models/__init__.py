@@ -3,6 +3,7 @@
 from provisioning.models.admins import AdminUser, ApiToken
 from provisioning.models.audit import AuditEvent
 from provisioning.models.base import Base, utcnow
+from provisioning.models.dkim import DkimAlgorithm, DkimKey, DkimKeyStatus
 from provisioning.models.mail import Alias, AliasDestination, Domain, Mailbox, MailRules
 from provisioning.models.members import Member, MemberKind, MemberStatus
 from provisioning.models.radius import (
@@ -47,3 +48,4 @@ __all__ += [
     "Subscriber",
     "SubscriberStatus",
 ]
+__all__ += ["DkimAlgorithm", "DkimKey", "DkimKeyStatus"]

@@ -1,0 +1,282 @@
+"""Antivirus: an async clamd client (zINSTREAM) and the filter that refuses viruses.
+
+The client speaks clamd's own protocol over a unix socket or TCP: `zINSTREAM\\0`,
+then chunks of `<4-byte big-endian length><data>`, then a zero length; clamd
+answers `stream: OK`, `stream: <name> FOUND` or `<reason> ERROR`. A new connection
+per scan (a unix-socket connect costs microseconds); at most `max_parallel` scans
+are in flight per process, so bursts queue here instead of in clamd's backlog.
+
+Streams over clamd's StreamMaxLength: clamd answers `INSTREAM size limit exceeded`
+and closes the connection, often while we are still writing (EPIPE/ECONNRESET).
+The filter never sends a message larger than `antivirus.max_stream_size` (the
+StreamMaxLength it renders for its own clamd) and treats clamd's own cut-off the
+same way, for a clamd configured elsewhere with a smaller limit: `on_oversize`
+decides (deliver unscanned with a header, 451, or 552).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from mailhost.filters.base import MessageInfo, SocketAddress, Verdict, clean_text
+from mailhost.filters.quarantine import Quarantine
+from provisioning.settings import Settings
+
+log = logging.getLogger(__name__)
+
+HEADER = "X-Muninet-Antivirus"
+SIZE_LIMIT_REPLY = "INSTREAM size limit exceeded"
+CHUNK_SIZE = 256 * 1024
+
+
+class ClamdError(Exception):
+    """clamd gave no usable answer."""
+
+
+class ClamdUnavailable(ClamdError):
+    """clamd could not be reached, closed the connection or did not answer in time."""
+
+
+class StreamTooLarge(ClamdError):
+    """The message is larger than clamd's StreamMaxLength."""
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    virus: str | None  # the signature name, e.g. "Eicar-Signature"; None when clean
+
+    @property
+    def infected(self) -> bool:
+        return self.virus is not None
+
+
+def parse_reply(reply: str) -> ScanResult:
+    """clamd's answer to zINSTREAM, or ClamdError."""
+    text = reply.strip("\0").strip()
+    body = text.removeprefix("stream:").strip()
+    if body == "OK":
+        return ScanResult(None)
+    if body.endswith(" FOUND"):
+        return ScanResult(body.removesuffix(" FOUND").strip() or "unknown")
+    if SIZE_LIMIT_REPLY in text:
+        raise StreamTooLarge(text)
+    raise ClamdError(f"clamd answered {text!r}")
+
+
+class ClamdClient:
+    """One clamd, by unix socket path or `host:port`."""
+
+    def __init__(
+        self, address: str | SocketAddress, *, timeout: float = 60, chunk_size: int = CHUNK_SIZE
+    ) -> None:
+        self.address = (
+            address if isinstance(address, SocketAddress) else SocketAddress.parse(address)
+        )
+        self.timeout = timeout
+        self.chunk_size = chunk_size
+
+    async def _connect(self) -> socket.socket:
+        loop = asyncio.get_running_loop()
+        if self.address.path is not None:
+            targets: list[tuple[int, int, int, Any]] = [
+                (socket.AF_UNIX, socket.SOCK_STREAM, 0, self.address.path)
+            ]
+        else:
+            infos = await loop.getaddrinfo(
+                self.address.host, self.address.port, type=socket.SOCK_STREAM
+            )
+            targets = [(family, kind, proto, addr) for family, kind, proto, _, addr in infos]
+        error: OSError = OSError(f"no address for {self.address}")
+        for family, kind, proto, addr in targets:
+            sock = socket.socket(family, kind, proto)
+            sock.setblocking(False)
+            try:
+                await loop.sock_connect(sock, addr)
+            except OSError as exc:
+                sock.close()
+                error = exc
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            return sock
+        raise error
+
+    async def _exchange(self, command: bytes, payload: bytes | None = None) -> str:
+        """Send `command`, then `payload` as an INSTREAM stream if given; the reply.
+
+        Plain non-blocking sockets rather than asyncio streams: when clamd closes the
+        connection over StreamMaxLength, its answer must still be read after the
+        failed write, which a stream transport no longer allows.
+        """
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.timeout):
+                sock = await self._connect()
+                try:
+                    await loop.sock_sendall(sock, command)
+                    if payload is not None:
+                        await self._stream(sock, payload)
+                    return await _read_reply(sock)
+                finally:
+                    sock.close()
+        except TimeoutError as exc:
+            raise ClamdUnavailable(
+                f"clamd at {self.address} did not answer within {self.timeout:g}s"
+            ) from exc
+        except OSError as exc:
+            raise ClamdUnavailable(f"clamd at {self.address}: {exc}") from exc
+
+    async def _stream(self, sock: socket.socket, payload: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        view = memoryview(payload)
+        try:
+            for start in range(0, len(view), self.chunk_size):
+                piece = view[start : start + self.chunk_size]
+                await loop.sock_sendall(sock, struct.pack(">I", len(piece)))
+                await loop.sock_sendall(sock, piece)
+            await loop.sock_sendall(sock, b"\0\0\0\0")
+        except (ConnectionResetError, BrokenPipeError) as exc:
+            # Over StreamMaxLength clamd answers, stops reading and closes the
+            # connection: its answer is normally still there to read.
+            try:
+                reply = await _read_reply(sock)
+            except OSError:
+                reply = ""
+            if SIZE_LIMIT_REPLY in reply:
+                raise StreamTooLarge(reply) from exc
+            raise ClamdUnavailable(f"clamd at {self.address} closed the connection") from exc
+
+    async def ping(self) -> bool:
+        try:
+            return await self._exchange(b"zPING\0") == "PONG"
+        except ClamdError:
+            return False
+
+    async def version(self) -> str:
+        """e.g. `ClamAV 1.4.6/27000/...` (the database version follows when official)."""
+        return await self._exchange(b"zVERSION\0")
+
+    async def instream(self, data: bytes) -> ScanResult:
+        """Scan `data`: a ScanResult, or ClamdUnavailable / StreamTooLarge / ClamdError."""
+        return parse_reply(await self._exchange(b"zINSTREAM\0", data))
+
+
+async def _read_reply(sock: socket.socket, limit: int = 64 * 1024) -> str:
+    """clamd's answer: up to its NUL terminator or the end of the connection."""
+    loop = asyncio.get_running_loop()
+    raw = b""
+    while b"\0" not in raw:
+        chunk = await loop.sock_recv(sock, 4096)
+        if not chunk:
+            break
+        raw += chunk
+        if len(raw) > limit:
+            raise ClamdError("clamd's answer is too long")
+    if not raw:
+        raise ClamdUnavailable("clamd closed the connection without an answer")
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace").strip()
+
+
+class ClamavFilter:
+    """Refuses viruses with `554 5.7.1 Virus found: <name>`."""
+
+    name = "clamav"
+    OWNED_HEADERS = (HEADER,)
+
+    def __init__(
+        self,
+        client: ClamdClient,
+        *,
+        on_error: str = "tempfail",
+        max_stream_size: int = 50 * 1024 * 1024,
+        on_oversize: str = "skip",
+        max_parallel: int = 8,
+        quarantine: Quarantine | None = None,
+    ) -> None:
+        if on_error not in {"tempfail", "accept"}:
+            raise ValueError(f"on_error must be tempfail or accept, not {on_error!r}")
+        if on_oversize not in {"skip", "tempfail", "reject"}:
+            raise ValueError(f"on_oversize must be skip, tempfail or reject, not {on_oversize!r}")
+        self.client = client
+        self.on_error = on_error
+        self.max_stream_size = max_stream_size
+        self.on_oversize = on_oversize
+        self.quarantine = quarantine
+        self._slots = asyncio.Semaphore(max_parallel)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ClamavFilter:
+        from provisioning.render_filters import clamd_address
+
+        av = settings.antivirus
+        return cls(
+            ClamdClient(clamd_address(settings), timeout=av.timeout),
+            on_error=av.on_error,
+            max_stream_size=av.max_stream_size,
+            on_oversize=av.on_oversize,
+            max_parallel=av.max_parallel,
+            quarantine=Quarantine(settings.state_dir / "quarantine" / "virus")
+            if av.quarantine
+            else None,
+        )
+
+    async def check(self, message: MessageInfo) -> Verdict:
+        size = len(message.data)
+        if size > self.max_stream_size:
+            return self._oversize(message, size, f"larger than {self.max_stream_size} bytes")
+        try:
+            async with asyncio.timeout(self.client.timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            return self._unavailable(message, ClamdUnavailable("all scan slots stayed busy"))
+        try:
+            result = await self.client.instream(message.data)
+        except StreamTooLarge:
+            return self._oversize(message, size, "larger than the scanner's limit")
+        except ClamdError as exc:
+            return self._unavailable(message, exc)
+        finally:
+            self._slots.release()
+        if result.virus is None:
+            return Verdict.accept([(HEADER, "clean (ClamAV)")])
+        virus = clean_text(result.virus)
+        log.warning(
+            "virus %s in a message from <%s> [%s] to %s: refused",
+            virus,
+            message.mail_from,
+            message.client_ip,
+            ", ".join(message.recipients),
+        )
+        if self.quarantine is not None:
+            await self.quarantine.store(message, "virus", virus)
+        return Verdict.reject(554, "5.7.1", f"Virus found: {virus}", "viruses")
+
+    def _unavailable(self, message: MessageInfo, exc: ClamdError) -> Verdict:
+        log.warning("virus scan of a message from [%s] failed: %s", message.client_ip, exc)
+        if self.on_error == "accept":
+            return Verdict.accept([(HEADER, "unavailable, not scanned")], "unavailable")
+        return Verdict.tempfail(
+            451, "4.7.1", "Virus scanner unavailable, try again later", "unavailable"
+        )
+
+    def _oversize(self, message: MessageInfo, size: int, why: str) -> Verdict:
+        log.info(
+            "message of %d bytes from [%s] not virus-scanned: %s (%s)",
+            size,
+            message.client_ip,
+            why,
+            self.on_oversize,
+        )
+        if self.on_oversize == "tempfail":
+            return Verdict.tempfail(
+                451, "4.3.4", "Message too big for the virus scanner, try again later", "oversize"
+            )
+        if self.on_oversize == "reject":
+            return Verdict.reject(552, "5.3.4", "Message too big for the virus scanner", "oversize")
+        return Verdict.accept([(HEADER, f"not scanned, {why}")], "oversize")
