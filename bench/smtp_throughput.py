@@ -47,6 +47,9 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 MUNINET = REPO / ".venv" / "bin" / "muninet"
 DEFAULT_JSON = BENCH / "results" / "latest.json"
+VENV_PYTHON = REPO / ".venv" / "bin" / "python"
+FILTER_STACK = BENCH / "filter_stack.py"  # clamd + rspamd + DNS, run in muninet's venv
+MIX_CLIENT = BENCH / "smtp_mix.py"  # scenario 3's client, standard library only
 
 DOMAIN = "bench.example"
 RECIPIENT = f"user@{DOMAIN}"
@@ -63,6 +66,8 @@ TARGET_RATIO = 1.0
 AIM_RATIO = 1.5
 TARGET_P99_RATIO = 2.0
 TARGET_RSS_MB = 150.0
+# Issue 5: with clamd and the spam filter on, at least half the unfiltered throughput.
+TARGET_FILTERED_RATIO = 0.5
 
 
 class BenchError(RuntimeError):
@@ -90,7 +95,11 @@ class Options:
     probe_interval: float
     load_seconds: float
     postfix: bool
+    throughput: bool
     latency: bool
+    filters: bool
+    mix_messages: int
+    mix_clients: int
     json_path: Path
     workdir: Path | None
     keep_workdir: bool
@@ -124,12 +133,23 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     add("--probe-interval", type=float, default=0.1, help="seconds between probe starts")
     add("--load-seconds", type=float, default=60, help="longest probe phase under load")
     add("--no-postfix", action="store_true", help="measure muninet only")
+    add("--no-throughput", action="store_true", help="skip scenario 1")
     add("--no-latency", action="store_true", help="skip scenario 2")
+    add(
+        "--filters",
+        action="store_true",
+        help="add scenario 3: muninet with clamd + rspamd on vs off, same message mix",
+    )
+    add("--mix-messages", type=int, default=2000, help="messages per scenario 3 run")
+    add("--mix-clients", type=int, default=2, help="client processes in scenario 3")
     add("--json", type=Path, default=DEFAULT_JSON, help="where to write the results")
     add("--workdir", type=Path, help="scratch directory (default: a new one in /var/tmp)")
     add("--keep-workdir", action="store_true", help="keep the scratch directory and its logs")
     args = parser.parse_args(argv)
-    for name in ("messages", "sessions", "size", "repeat", "probes", "large_clients"):
+    for name in (
+        *("messages", "sessions", "size", "repeat", "probes", "large_clients"),
+        *("mix_messages", "mix_clients"),
+    ):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     return Options(
@@ -145,7 +165,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         probe_interval=args.probe_interval,
         load_seconds=args.load_seconds,
         postfix=not args.no_postfix,
+        throughput=not args.no_throughput,
         latency=not args.no_latency,
+        filters=args.filters,
+        mix_messages=args.mix_messages,
+        mix_clients=args.mix_clients,
         json_path=args.json,
         workdir=args.workdir,
         keep_workdir=args.keep_workdir,
@@ -428,11 +452,16 @@ class Muninet:
     queue runner would only idle.
     """
 
-    def __init__(self, state: Path, logs: Path, workers: int) -> None:
+    def __init__(
+        self, state: Path, logs: Path, workers: int, filters: FilterStack | None = None
+    ) -> None:
         self.state = state
         self.logs = logs
         self.workers = workers
+        self.filters = filters
         self.label = f"muninet ({workers} worker{'s' if workers > 1 else ''})"
+        if filters is not None:
+            self.label += " + filters"
         self.port = 0
         self.ports: dict[str, int] = {}
         self.maildir = state / "mail" / DOMAIN / "user" / "Maildir"
@@ -479,7 +508,18 @@ class Muninet:
         self.port = self.ports["SMTP"]
         env = self.base_env(self.state)
         env.update({f"MUNINET_LISTEN__{name}_PORT": str(p) for name, p in self.ports.items()})
-        self.log_path = self.logs / f"muninet-{self.workers}w-{time.time_ns()}.log"
+        if self.filters is not None:
+            # clamd and rspamd at their default sockets in the same state directory;
+            # DNS (the spam filter's reverse lookups) to the stack's NXDOMAIN responder.
+            env.update(
+                {
+                    "MUNINET_ANTIVIRUS__ENABLED": "true",
+                    "MUNINET_SPAM__ENABLED": "true",
+                    "MUNINET_DNS__PORT": str(self.filters.dns_port),
+                }
+            )
+        suffix = "-filters" if self.filters is not None else ""
+        self.log_path = self.logs / f"muninet-{self.workers}w{suffix}-{time.time_ns()}.log"
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 [str(MUNINET), "smtpd", "--workers", str(self.workers), "--no-queue"],
@@ -666,6 +706,77 @@ class Postfix:
 
     def log_tail(self) -> str:
         return tail(self.maillog)
+
+
+class FilterStack:
+    """clamd, rspamd and an NXDOMAIN DNS responder: bench/filter_stack.py in muninet's venv.
+
+    The daemons use muninet's own supervisors and rendered configurations in the
+    benchmark's muninet state directory, so a `muninet smtpd` with the filters on
+    finds them at their default sockets. The stack stops when its stdin is closed.
+    """
+
+    def __init__(self, state: Path, logs: Path) -> None:
+        self.state = state
+        self.log_path = logs / "filter-stack.log"
+        self.process: subprocess.Popen[str] | None = None
+        self.info: dict[str, Any] = {}
+
+    @property
+    def dns_port(self) -> int:
+        return int(self.info["dns_port"])
+
+    def start(self) -> None:
+        say("starting clamd and rspamd (a cold rspamd compiles its rules first: ~15 s) ...")
+        with open(self.log_path, "w") as log:
+            self.process = subprocess.Popen(
+                [str(VENV_PYTHON), str(FILTER_STACK), str(self.state)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )
+        lines: list[str] = []
+        reader = threading.Thread(
+            target=lambda: lines.append(self.process.stdout.readline())  # type: ignore[union-attr]
+        )
+        reader.start()
+        reader.join(timeout=240)
+        if not lines or not lines[0].strip():
+            self.stop()
+            raise BenchError(f"clamd/rspamd did not start:\n{tail(self.log_path)}")
+        self.info = json.loads(lines[0])
+        say(
+            f"clamd ready in {self.info['clamd_start_s']} s, rspamd in "
+            f"{self.info['rspamd_start_s']} s ({self.info['rspamd_cached_rule_files']} "
+            "cached rule files)"
+        )
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pids = process_tree(self.process.pid)
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                signal_all(pids, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self.process = None
+
+    def pids(self) -> list[int]:
+        """clamd's and rspamd's processes (rspamd: main process and workers)."""
+        if self.process is None or not self.info:
+            return []
+        return process_tree(self.info["clamd_pid"]) + process_tree(self.info["rspamd_pid"])
 
 
 def wait_delivered(server: Server, expected: int, timeout: float) -> None:
@@ -907,6 +1018,141 @@ def measure_latency(server: Server, opts: Options) -> dict[str, Any]:
     }
 
 
+# -- scenario 3: the same message mix with clamd + rspamd on and off -------------------------
+
+
+def run_mix(port: int, messages: int, opts: Options, first: int = 0) -> dict[str, Any]:
+    """bench/smtp_mix.py in `opts.mix_clients` processes; their results merged.
+
+    The clock runs from the first client's first connect to the last client's last
+    reply (clients report CLOCK_MONOTONIC, which all processes share).
+    """
+    clients = min(opts.mix_clients, messages)
+    commands = []
+    start = first
+    for n in range(clients):
+        count = messages // clients + (1 if n < messages % clients else 0)
+        sessions = max(1, opts.sessions // clients + (1 if n < opts.sessions % clients else 0))
+        commands.append(
+            [
+                *(sys.executable, str(MIX_CLIENT), "--port", str(port)),
+                *("--messages", str(count), "--sessions", str(sessions), "--first", str(start)),
+            ]
+        )
+        start += count
+    processes = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for command in commands
+    ]
+    outputs = []
+    for process in processes:
+        out, err = process.communicate(timeout=max(600, messages))
+        if process.returncode != 0:
+            raise BenchError(f"smtp_mix.py failed ({process.returncode}): {err.strip()[-2000:]}")
+        outputs.append(json.loads(out))
+    return {
+        "results": [row for out in outputs for row in out["results"]],
+        "errors": [row for out in outputs for row in out["errors"]],
+        "seconds": max(out["ended"] for out in outputs) - min(out["began"] for out in outputs),
+    }
+
+
+def filter_headers(maildir_new: Path) -> dict[str, dict[str, int]]:
+    """How many delivered messages carry which antivirus verdict and spam status.
+
+    Proof that the filters ran: with them off neither header is there; rspamd being
+    unreachable shows as `X-Spam-Status: Unknown` (the spam filter fails open).
+    """
+    antivirus: dict[str, int] = {}
+    spam: dict[str, int] = {}
+    for entry in os.scandir(maildir_new):
+        with open(entry.path, "rb") as file:
+            head = file.read(16384).split(b"\r\n\r\n", 1)[0].decode(errors="replace")
+        found_av = found_spam = "(none)"
+        for line in head.splitlines():
+            name, _, value = line.partition(":")
+            if name.lower() == "x-muninet-antivirus":
+                found_av = value.strip()
+            elif name.lower() == "x-spam-status":
+                found_spam = value.strip().split(",")[0]
+        antivirus[found_av] = antivirus.get(found_av, 0) + 1
+        spam[found_spam] = spam.get(found_spam, 0) + 1
+    return {"antivirus": antivirus, "spam_status": spam}
+
+
+def measure_mix(server: Server, opts: Options, stack: FilterStack) -> dict[str, Any]:
+    warmup = run_mix(server.port, 2 * opts.sessions, opts, first=10**7)
+    if not warmup["results"]:
+        raise BenchError(f"warm-up failed: {warmup['errors'][:1]}")
+    clear_mailbox(server)
+    with MemorySampler(server.pids) as memory, MemorySampler(stack.pids) as daemon_memory:
+        cpu_before = cpu_seconds(server.pids())
+        daemon_cpu_before = cpu_seconds(stack.pids())
+        outcome = run_mix(server.port, opts.mix_messages, opts)
+        accepted = sum(1 for _, code, _ in outcome["results"] if code == 250)
+        wait_delivered(server, accepted, 120)  # muninet: at once (250 after delivery)
+        cpu = cpu_seconds(server.pids()) - cpu_before
+        daemon_cpu = cpu_seconds(stack.pids()) - daemon_cpu_before
+    results, seconds = outcome["results"], outcome["seconds"]
+    if not results:
+        raise BenchError(f"every message failed: {outcome['errors'][:1]}")
+    codes: dict[str, dict[str, int]] = {}
+    by_kind: dict[str, list[float]] = {}
+    for kind, code, latency in results:
+        per_kind = codes.setdefault(kind, {})
+        per_kind[str(code)] = per_kind.get(str(code), 0) + 1
+        by_kind.setdefault(kind, []).append(latency)
+    answered = len(results)
+    return {
+        "filters": isinstance(server, Muninet) and server.filters is not None,
+        "messages": answered,
+        "sessions": opts.sessions,
+        "clients": opts.mix_clients,
+        "seconds": round(seconds, 3),
+        "msg_per_s": round(answered / seconds, 1),
+        "accepted_msg_per_s": round(accepted / seconds, 1),
+        "codes": codes,
+        "client_errors": len(outcome["errors"]),
+        "first_client_error": outcome["errors"][0] if outcome["errors"] else None,
+        "latency": latency_stats([latency for _, _, latency in results]),
+        "latency_by_kind": {kind: latency_stats(values) for kind, values in by_kind.items()},
+        "server_cpu_seconds": round(cpu, 2),
+        "cpu_ms_per_msg": round(1000 * cpu / answered, 2),
+        "filters_cpu_ms_per_msg": round(1000 * daemon_cpu / answered, 2),
+        "memory": asdict(memory.peak),
+        "filters_memory": asdict(daemon_memory.peak),
+        "delivered_headers": filter_headers(server.maildir / "new"),
+    }
+
+
+def run_filters(opts: Options, work: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Scenario 3: per round and worker count, muninet with the filters off and on.
+
+    The daemons run throughout (idle during the unfiltered runs); the order of the
+    two runs alternates between rounds.
+    """
+    state, logs = work / "muninet", work / "logs"
+    stack = FilterStack(state, logs)
+    results: list[dict[str, Any]] = []
+    try:
+        stack.start()
+        for round_ in range(opts.repeat):
+            for workers in opts.workers:
+                pair: list[Server] = [
+                    Muninet(state, logs, workers),
+                    Muninet(state, logs, workers, filters=stack),
+                ]
+                for server in pair if round_ % 2 == 0 else reversed(pair):
+                    result = measure(server, "filters", lambda s, o: measure_mix(s, o, stack), opts)
+                    results.append({"round": round_ + 1, "workers": workers, **result})
+    except BenchError as exc:
+        say(f"[filters] FAILED: {exc}")
+        results.append({"server": "clamd + rspamd", "round": 0, "error": str(exc)})
+    finally:
+        stack.stop()
+    return results, stack.info
+
+
 # -- running everything -----------------------------------------------------------------------
 
 
@@ -932,6 +1178,12 @@ def measure(server: Server, scenario: str, func: Measure, opts: Options) -> dict
 
 def one_line(result: dict[str, Any]) -> str:
     memory = result["memory"]["hwm_mb"]
+    if "codes" in result:  # scenario 3
+        return (
+            f"{result['messages']} messages in {result['seconds']:.2f} s = "
+            f"{result['msg_per_s']:.0f} msg/s, p50 {result['latency']['p50_ms']:.1f} ms, "
+            f"p99 {result['latency']['p99_ms']:.1f} ms, peak RSS {memory:.0f} MB"
+        )
     if "msg_per_s" in result:
         return (
             f"{result['messages']} messages in {result['seconds']:.2f} s = "
@@ -947,9 +1199,11 @@ def one_line(result: dict[str, Any]) -> str:
 def make_servers(opts: Options, work: Path) -> list[Server]:
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    ensure_postfix()  # smtp-source, the throughput client, comes with it
+    with_postfix = opts.postfix and (opts.throughput or opts.latency)
+    if opts.throughput or with_postfix:
+        ensure_postfix()  # smtp-source, the throughput client, comes with it
     servers: list[Server] = []
-    if opts.postfix:
+    if with_postfix:
         servers.append(Postfix(work / "postfix"))
     state = work / "muninet"
     say("provisioning muninet (database, member, domain, mailbox) ...")
@@ -961,22 +1215,30 @@ def make_servers(opts: Options, work: Path) -> list[Server]:
 def run_all(opts: Options, work: Path) -> dict[str, Any]:
     servers = make_servers(opts, work)
     meta = metadata(opts)
-    throughput = [
-        {"round": round_ + 1, **measure(server, "throughput", measure_throughput, opts)}
-        for round_ in range(opts.repeat)
-        for server in servers
-    ]
+    throughput = (
+        [
+            {"round": round_ + 1, **measure(server, "throughput", measure_throughput, opts)}
+            for round_ in range(opts.repeat)
+            for server in servers
+        ]
+        if opts.throughput
+        else []
+    )
     latency = (
         [measure(server, "latency", measure_latency, opts) for server in servers]
         if opts.latency
         else []
     )
+    filters: list[dict[str, Any]] = []
+    if opts.filters:
+        filters, meta["filter_daemons"] = run_filters(opts, work)
     meta["load_average_after"] = load_average()
     return {
         "meta": meta,
         "throughput": throughput,
         "latency": latency,
-        "summary": summarize(throughput, latency),
+        "filters": filters,
+        "summary": summarize(throughput, latency, filters),
     }
 
 
@@ -996,7 +1258,11 @@ def metadata(opts: Options) -> dict[str, Any]:
         "load_average_before": load_average(),
         "commit": commit,
         "uncommitted_changes": sorted(line[3:] for line in changed if line.strip()),
-        "postfix": run([tool("postconf"), "-d", "-h", "mail_version"]).stdout.strip(),
+        "postfix": (
+            run([tool("postconf"), "-d", "-h", "mail_version"]).stdout.strip()
+            if postfix_installed()
+            else None
+        ),
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()},
     }
 
@@ -1004,7 +1270,9 @@ def metadata(opts: Options) -> dict[str, Any]:
 # -- summary ----------------------------------------------------------------------------------
 
 
-def summarize(throughput: list[dict[str, Any]], latency: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize(
+    throughput: list[dict[str, Any]], latency: list[dict[str, Any]], filters: list[dict[str, Any]]
+) -> dict[str, Any]:
     rates: dict[str, list[float]] = {}
     for result in ok(throughput):
         rates.setdefault(result["server"], []).append(result["msg_per_s"])
@@ -1017,13 +1285,37 @@ def summarize(throughput: list[dict[str, Any]], latency: list[dict[str, Any]]) -
     }
     p99_ratios = {r["server"]: r["p99_ratio"] for r in ok(latency)}
     memory = {"throughput": peak_memory(throughput), "latency": peak_memory(latency)}
+    filtered = summarize_filters(filters)
     return {
         "msg_per_s": median,
         "ratio_to_postfix": ratios,
         "p99_ratio": p99_ratios,
         "peak_rss_mb": memory,
-        "targets": targets(ratios, p99_ratios, memory),
+        "filters": filtered,
+        "targets": targets(ratios, p99_ratios, memory, filtered),
     }
+
+
+def summarize_filters(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per worker count: median msg/s and p99 with the filters off and on, and on/off."""
+    runs: dict[tuple[int, bool], list[dict[str, Any]]] = {}
+    for result in ok(results):
+        runs.setdefault((result["workers"], result["filters"]), []).append(result)
+    summary: dict[str, Any] = {}
+    for workers in sorted({workers for workers, _ in runs}):
+        off, on = runs.get((workers, False), []), runs.get((workers, True), [])
+        if not off or not on:
+            continue
+        rate_off = statistics.median(r["msg_per_s"] for r in off)
+        rate_on = statistics.median(r["msg_per_s"] for r in on)
+        summary[str(workers)] = {
+            "msg_per_s_off": round(rate_off, 1),
+            "msg_per_s_on": round(rate_on, 1),
+            "ratio_on_off": round(rate_on / rate_off, 2),
+            "p99_ms_off": statistics.median(r["latency"]["p99_ms"] for r in off),
+            "p99_ms_on": statistics.median(r["latency"]["p99_ms"] for r in on),
+        }
+    return summary
 
 
 def ok(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -1044,11 +1336,16 @@ def _worst_muninet(values: dict[str, float]) -> float | None:
 
 
 def targets(
-    ratios: dict[str, float], p99_ratios: dict[str, float], memory: dict[str, dict[str, float]]
+    ratios: dict[str, float],
+    p99_ratios: dict[str, float],
+    memory: dict[str, dict[str, float]],
+    filters: dict[str, Any],
 ) -> dict[str, Any]:
     best_ratio = max(ratios.values(), default=None)
     worst_p99 = _worst_muninet(p99_ratios)
+    worst_filtered = min((f["ratio_on_off"] for f in filters.values()), default=None)
     return {
+        "filtered_at_least_half": _check(worst_filtered, lambda v: v >= TARGET_FILTERED_RATIO),
         "throughput_at_least_postfix": _check(best_ratio, lambda v: v >= TARGET_RATIO),
         "throughput_aim_1_5x": _check(best_ratio, lambda v: v >= AIM_RATIO),
         "p99_under_load_within_2x": _check(worst_p99, lambda v: v <= TARGET_P99_RATIO),
@@ -1134,6 +1431,62 @@ def latency_rows(results: list[dict[str, Any]]) -> list[list[str]]:
     return rows
 
 
+FILTER_HEADERS = (
+    *("server", "round", "msg/s", "on/off", "p50 ms", "p99 ms", "text p99", "attach p99"),
+    *("250", "554", "other", "CPU ms/msg", "filters CPU ms/msg", "peak RSS MB"),
+)
+
+
+def filter_rows(results: list[dict[str, Any]]) -> list[list[str]]:
+    off = {(r["round"], r["workers"]): r["msg_per_s"] for r in ok(results) if not r["filters"]}
+    rows = []
+    for r in results:
+        if "error" in r:
+            rows.append([r["server"], str(r["round"]), "FAILED", *[""] * 11])
+            continue
+        base = off.get((r["round"], r["workers"])) if r["filters"] else None
+        codes: dict[str, int] = {}
+        for per_kind in r["codes"].values():
+            for code, count in per_kind.items():
+                codes[code] = codes.get(code, 0) + count
+        other = sum(n for code, n in codes.items() if code not in {"250", "554"})
+        by_kind = r["latency_by_kind"]
+        rows.append(
+            [
+                r["server"],
+                str(r["round"]),
+                f"{r['msg_per_s']:.0f}",
+                f"{r['msg_per_s'] / base:.2f}x" if base else "-",
+                f"{r['latency']['p50_ms']:.1f}",
+                f"{r['latency']['p99_ms']:.1f}",
+                f"{by_kind['text']['p99_ms']:.1f}" if "text" in by_kind else "-",
+                f"{by_kind['attachment']['p99_ms']:.1f}" if "attachment" in by_kind else "-",
+                str(codes.get("250", 0)),
+                str(codes.get("554", 0)),
+                str(other + r["client_errors"]),
+                f"{r['cpu_ms_per_msg']:.2f}",
+                f"{r['filters_cpu_ms_per_msg']:.2f}",
+                f"{r['memory']['hwm_mb']:.0f}",
+            ]
+        )
+    return rows
+
+
+def filter_verdicts(results: list[dict[str, Any]]) -> list[str]:
+    """What the delivered mail of each filtered run says about the filters."""
+    lines = []
+    for r in ok(results):
+        if not r["filters"]:
+            continue
+        found = r["delivered_headers"]
+        av = ", ".join(f"{value!r} x{n}" for value, n in found["antivirus"].items())
+        spam = ", ".join(f"{value} x{n}" for value, n in found["spam_status"].items())
+        lines.append(
+            f"  {r['server']}, round {r['round']}: X-Muninet-Antivirus {av}; X-Spam-Status {spam}"
+        )
+    return lines
+
+
 def median_line(summary: dict[str, Any], rounds: int) -> str:
     ratios = summary["ratio_to_postfix"]
     parts = []
@@ -1145,17 +1498,19 @@ def median_line(summary: dict[str, Any], rounds: int) -> str:
 
 def report(results: dict[str, Any], opts: Options) -> str:
     summary = results["summary"]
-    out = [
-        "",
-        f"== Scenario 1: durable throughput, smtp-source -s {opts.sessions} -m {opts.messages} "
-        f"-l {opts.message_size}, end to end into Maildir/new",
-        table(
-            THROUGHPUT_HEADERS,
-            throughput_rows(results["throughput"]),
-        ),
-    ]
-    if opts.repeat > 1:
-        out.append(median_line(summary, opts.repeat))
+    out: list[str] = []
+    if results["throughput"]:
+        out += [
+            "",
+            f"== Scenario 1: durable throughput, smtp-source -s {opts.sessions} "
+            f"-m {opts.messages} -l {opts.message_size}, end to end into Maildir/new",
+            table(
+                THROUGHPUT_HEADERS,
+                throughput_rows(results["throughput"]),
+            ),
+        ]
+        if opts.repeat > 1:
+            out.append(median_line(summary, opts.repeat))
     if results["latency"]:
         out += [
             "",
@@ -1167,13 +1522,30 @@ def report(results: dict[str, Any], opts: Options) -> str:
                 latency_rows(results["latency"]),
             ),
         ]
-    out += ["", "== Targets (issue 3)"]
+    if results["filters"]:
+        out += [
+            "",
+            f"== Scenario 3: {opts.mix_messages} messages (80% 5 KB text, 15% 32 KB CSV "
+            f"attachment, 5% EICAR), {opts.sessions} sessions, connect to reply after DATA, "
+            "filters (clamd + rspamd) off vs on",
+            table(FILTER_HEADERS, filter_rows(results["filters"])),
+            "delivered mail of the filtered runs:",
+            *filter_verdicts(results["filters"]),
+        ]
+        for workers, f in summary["filters"].items():
+            out.append(
+                f"median over {opts.repeat} round(s), {workers} worker(s): "
+                f"off {f['msg_per_s_off']:.0f} msg/s, on {f['msg_per_s_on']:.0f} msg/s "
+                f"= {f['ratio_on_off']:.2f}x; p99 {f['p99_ms_off']:.1f} -> {f['p99_ms_on']:.1f} ms"
+            )
+    out += ["", "== Targets (issues 3 and 5)"]
     names = {
         "throughput_at_least_postfix": "throughput >= Postfix (best muninet / Postfix)",
         "throughput_aim_1_5x": "aim: throughput >= 1.5x Postfix",
         "p99_under_load_within_2x": "small-message p99 under load <= 2x idle (worst)",
         "peak_rss_under_150mb_throughput": "muninet peak RSS < 150 MB, scenario 1 (worst, MB)",
         "peak_rss_under_150mb_latency": "muninet peak RSS < 150 MB, scenario 2 (worst, MB)",
+        "filtered_at_least_half": "filters on >= 0.5x off, scenario 3 (worst on/off)",
     }
     for key, text in names.items():
         check = summary["targets"][key]
@@ -1222,7 +1594,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts.json_path.parent.mkdir(parents=True, exist_ok=True)
     opts.json_path.write_text(json.dumps(results, indent=2) + "\n")
     say(f"\nresults written to {opts.json_path}")
-    failed = [r for r in [*results["throughput"], *results["latency"]] if "error" in r]
+    runs = [*results["throughput"], *results["latency"], *results["filters"]]
+    failed = [r for r in runs if "error" in r]
     return 1 if failed else 0
 
 

@@ -1,9 +1,11 @@
-"""Periodic housekeeping beside `muninet run`: FreeRADIUS clients and stale sessions.
+"""Periodic housekeeping beside `muninet run`: FreeRADIUS clients, stale sessions, caps.
 
 FreeRADIUS reads its clients (the NAS table) only at start, and a NAS that lost its
 link never sends an accounting Stop; this thread restarts FreeRADIUS when the NASes
-changed and closes sessions silent for twice the interim interval. In production a
-systemd timer runs the same work.
+changed and closes sessions silent for twice the interim interval. FreeRADIUS also
+checks the monthly caps only at login, so every round then sends Disconnect or CoA
+requests for sessions past their cap (`provisioning.radius_coa.enforce`). In
+production a systemd timer runs the same work.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ import threading
 from mailhost.freeradius import FreeRadius
 from provisioning.audit import Actor
 from provisioning.db import Database
+from provisioning.radius_coa import DEFAULT_TIMEOUT as COA_TIMEOUT
+from provisioning.radius_coa import DEFAULT_TRIES as COA_TRIES
+from provisioning.radius_coa import enforce
 from provisioning.services import radius
 from provisioning.services.context import ServiceContext
 from provisioning.settings import Settings
@@ -23,11 +28,19 @@ log = logging.getLogger(__name__)
 
 class Maintenance:
     def __init__(
-        self, settings: Settings, freeradius: FreeRadius | None, *, interval: float = 30
+        self,
+        settings: Settings,
+        freeradius: FreeRadius | None,
+        *,
+        interval: float = 30,
+        coa_timeout: float = COA_TIMEOUT,
+        coa_tries: int = COA_TRIES,
     ) -> None:
         self.settings = settings
         self.freeradius = freeradius
         self.interval = interval
+        self.coa_timeout = coa_timeout
+        self.coa_tries = coa_tries
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -51,6 +64,18 @@ class Maintenance:
             closed = radius.close_stale_sessions(ctx)
         if closed:
             log.info("closed %d stale RADIUS session(s)", closed)
+        try:  # a NAS that is down only times out; anything else must not end the round either
+            done = enforce(
+                database,
+                Actor("system", "maintenance"),
+                timeout=self.coa_timeout,
+                tries=self.coa_tries,
+            )
+            for item in done:
+                if item.sent:
+                    log.info("cap enforcement: %s", item.describe())
+        except Exception:
+            log.exception("cap enforcement failed")
 
     def _loop(self) -> None:
         database = Database.from_settings(self.settings)

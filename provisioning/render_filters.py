@@ -194,7 +194,9 @@ def render_rspamd(settings: Settings) -> RspamdFiles:
         f"[{ns}]:{dns.port}" if ":" in ns else f"{ns}:{dns.port}" for ns in dns.nameservers
     ]
     outputs = {
-        "override.d/worker-normal.inc": render("rspamd/worker-normal.inc.j2", socket=files.socket),
+        "override.d/worker-normal.inc": render(
+            "rspamd/worker-normal.inc.j2", socket=files.socket, count=os.cpu_count() or 1
+        ),
         "override.d/worker-controller.inc": render(
             "rspamd/worker-controller.inc.j2", socket=files.controller_socket
         ),

@@ -501,6 +501,28 @@ def subscriber_passwd(
         click.echo(f"password: {password}")
 
 
+@subscriber_group.command("kick")
+@click.argument("username")
+@pass_app
+def subscriber_kick(app: App, username: str) -> None:
+    """Disconnect every open session of USERNAME (RFC 5176 Disconnect-Request to its NAS)."""
+    from provisioning.audit import Actor
+    from provisioning.radius_coa import NasUnavailable, kick
+
+    kicks = kick(app.database(), Actor.cli(), username)
+    if not kicks:
+        click.echo(f"{username.strip().lower()}: no open sessions")
+        return
+    for item in kicks:
+        click.echo(item.describe())
+    failed = [item for item in kicks if item.result is None or not item.result.ok]
+    if failed:
+        raise NasUnavailable(
+            f"could not disconnect {len(failed)} of {len(kicks)} session(s) of "
+            f"{username.strip().lower()}"
+        )
+
+
 @subscriber_group.command("remove")
 @click.argument("username")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
@@ -587,7 +609,38 @@ def usage_command(app: App, member_slug: str | None, month: str | None, as_json:
         )
 
 
+# -- cap enforcement ----------------------------------------------------------------------------
+
+
+@click.group("radius")
+def radius_group() -> None:
+    """RADIUS housekeeping: monthly caps enforced during sessions."""
+
+
+@radius_group.command("enforce")
+@click.option("--dry-run", is_flag=True, help="Show what would be sent, send nothing.")
+@pass_app
+def radius_enforce(app: App, dry_run: bool) -> None:
+    """Disconnect or throttle (CoA) sessions past their monthly cap.
+
+    A session of a `reject` plan, or past its time cap, gets a Disconnect-Request; a
+    `throttle` plan's session a CoA-Request with the fair-use rate. FreeRADIUS checks
+    the caps only at login; `muninet run` does this every round, a systemd timer can
+    run this command in production.
+    """
+    from provisioning.audit import Actor
+    from provisioning.radius_coa import enforce
+
+    done = enforce(app.database(), Actor.cli(), dry_run=dry_run)
+    if not done:
+        click.echo("no open session is past its cap")
+        return
+    for item in done:
+        click.echo(item.describe())
+
+
 COMMANDS = [
+    radius_group,
     plan_group,
     nas_group,
     pool_group,

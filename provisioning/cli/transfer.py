@@ -1,4 +1,4 @@
-"""`muninet import ...` and `muninet export ...`: mailboxes in CSV."""
+"""`muninet import ...` and `muninet export ...`: mailboxes (and subscribers) in CSV."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import click
 from provisioning.audit import Actor
 from provisioning.cli.app import App, pass_app
 from provisioning.errors import ValidationError
-from provisioning.services import mailbox_csv
+from provisioning.services import mailbox_csv, subscriber_csv
 
 
 @click.group("import")
@@ -56,6 +56,42 @@ def import_mailboxes(app: App, csv_file: IO[str], dry_run: bool, atomic: bool) -
         )
     if report.rejected:
         sys.exit(1)
+
+
+@import_group.command("subscribers")
+@click.argument("csv_file", type=click.File("r", encoding="utf-8-sig"))
+@click.option("--generate", is_flag=True, help="Generate passwords for rows without one.")
+@click.option("--dry-run", is_flag=True, help="Check every row, store nothing.")
+@pass_app
+def import_subscribers(app: App, csv_file: IO[str], generate: bool, dry_run: bool) -> None:
+    """Import subscribers from CSV_FILE: all rows or, if any is rejected, none.
+
+    Columns: username, member, plan (required); password, static_ip,
+    calling_station_id, expires (YYYY-MM-DD), pool, chap (yes/no), notes. An empty
+    password needs --generate; generated passwords are printed once."""
+    try:
+        rows = subscriber_csv.read_rows(csv_file)
+    except UnicodeDecodeError as exc:
+        raise ValidationError(f"the CSV file is not UTF-8: {exc}") from exc
+    database = app.database()
+    with click.progressbar(
+        length=len(rows), label="importing", file=sys.stderr, show_pos=True
+    ) as bar:
+        report = subscriber_csv.import_subscribers(
+            database,
+            app.settings,
+            Actor.cli(),
+            rows,
+            generate=generate,
+            dry_run=dry_run,
+            progress=lambda _row: bar.update(1),
+        )
+    if dry_run:
+        click.echo(f"dry run: all {report.total} rows valid, nothing stored")
+        return
+    click.echo(f"stored {report.stored} subscriber{'' if report.stored == 1 else 's'}")
+    for username, password in report.generated.items():
+        click.echo(f"{username}: {password}")
 
 
 @click.group("export")
