@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -18,6 +18,7 @@ from typing import ParamSpec, TypeVar
 from mailhost import lmtp
 from mailhost.directory import Directory, LocalMailbox, Route
 from mailhost.dkim_sign import sign as dkim_sign
+from mailhost.dnsbl import DnsblChecker
 from mailhost.durability import GroupCommitter, Rename
 from mailhost.errors import DeliveryError, TemporaryFailure
 from mailhost.filters import Pipeline, build_pipeline
@@ -28,6 +29,7 @@ from mailhost.spool import LOCAL_PREFIX, Buffer, MessageHeader, Spool, new_id
 from provisioning.audit import Actor
 from provisioning.db import Database
 from provisioning.services import dkim as dkim_keys
+from provisioning.services import domains as domain_service
 from provisioning.services import mailboxes
 from provisioning.services.context import ServiceContext
 from provisioning.settings import Settings
@@ -66,8 +68,11 @@ class Engine:
         self.sent_by_account = SlidingWindow(sub.messages_per_hour, 3600)
         self.connections = ConnectionCounter(settings.smtp.max_connections_per_ip)
         self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="engine")
+        # DNS blocklists of MX clients; one per process (its cache and resolver).
+        self.dnsbl = DnsblChecker.from_settings(settings)
+        self._domain_filters: dict[str, tuple[float, domain_service.DomainFilters | None]] = {}
         # Content filters (ClamAV, rspamd) between DATA and 250; one per process.
-        self.pipeline: Pipeline = build_pipeline(settings)
+        self.pipeline: Pipeline = build_pipeline(settings, domain_filters=self.domain_filters)
         self.on_queued: Callable[[], None] | None = None
         self._routes: dict[tuple[str, bool], tuple[float, Route | DeliveryError]] = {}
 
@@ -112,6 +117,37 @@ class Engine:
         if isinstance(result, DeliveryError):
             raise result
         return result
+
+    async def domain_filters(
+        self, domains: Sequence[str]
+    ) -> dict[str, domain_service.DomainFilters]:
+        """The own filter settings of the hosted domains among `domains` (ASCII names).
+
+        Read in a worker thread and reused for `smtp.lookup_cache`, like recipient
+        lookups, so a change made with `muninet domain filters` applies within seconds.
+        """
+        now = time.monotonic()
+        wanted = {d.lower() for d in domains}
+        stale = [d for d in wanted if (c := self._domain_filters.get(d)) is None or c[0] <= now]
+        fresh: dict[str, domain_service.DomainFilters] = {}
+        if stale:
+            fresh = await self.run(self._read_domain_filters, stale)
+            ttl = self.settings.smtp.lookup_cache
+            if ttl > 0:
+                if len(self._domain_filters) > 10_000:
+                    self._domain_filters.clear()
+                for name in stale:
+                    self._domain_filters[name] = (now + ttl, fresh.get(name))
+        found: dict[str, domain_service.DomainFilters] = {}
+        for name in wanted:
+            own = fresh.get(name) if name in stale else self._domain_filters[name][1]
+            if own is not None:
+                found[name] = own
+        return found
+
+    def _read_domain_filters(self, names: list[str]) -> dict[str, domain_service.DomainFilters]:
+        with self.db.reader() as session:
+            return domain_service.filter_overrides(session, names)
 
     def spool_recipient(self, address: str) -> str:
         """Where a bounce to `address` goes: a hosted mailbox (LOCAL_PREFIX + key) or out."""

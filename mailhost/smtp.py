@@ -89,6 +89,7 @@ class MuninetSMTP(SMTP):
         super().__init__(handler, **kwargs)
         self._counted_ip: str | None = None
         self._engine = handler.engine
+        self._kind = handler.kind
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self._counted_ip is None and getattr(self, "_original_transport", None) is None:
@@ -100,6 +101,9 @@ class MuninetSMTP(SMTP):
                 transport.close()
                 return
             self._counted_ip = ip
+            if self._kind == MX:
+                # Looked up while the client says EHLO and MAIL; the answer counts at RCPT.
+                self._engine.dnsbl.start(ip)
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
@@ -323,6 +327,10 @@ class MailHandler:
     ) -> str:
         if len(envelope.rcpt_tos) >= self.settings.smtp.max_recipients:
             return "452 4.5.3 Too many recipients"
+        if self.kind == MX and not _is_postmaster(address):
+            refusal = await self._dnsbl_refusal(session, address)
+            if refusal is not None:
+                return refusal
         relay_allowed = self.kind == LOCAL or (
             self.kind == SUBMISSION and bool(session.authenticated)
         )
@@ -339,6 +347,29 @@ class MailHandler:
         envelope.rcpt_options.extend(rcpt_options)
         envelope.routes.append(route)  # type: ignore[attr-defined]
         return "250 2.1.5 OK"
+
+    async def _dnsbl_refusal(self, session: Session, address: str) -> str | None:
+        """The 554 for a client on a configured DNS blocklist (MX only), or None.
+
+        Refused at RCPT, not at connection: the sender's server then bounces with our
+        reason, and postmaster@ stays reachable for someone listed by mistake.
+        """
+        ip = _peer_ip(session)
+        try:
+            listing = await self.engine.dnsbl.check(ip)
+        except Exception:  # a DNS problem never refuses mail
+            log.exception("DNSBL check of [%s] failed", ip)
+            return None
+        if listing is None:
+            return None
+        log.info(
+            "refused RCPT <%s> from [%s]: listed in %s (%s)",
+            address,
+            ip,
+            listing.zone,
+            ", ".join(listing.codes),
+        )
+        return listing.reply
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         login = session.auth_data if session.authenticated else None
@@ -466,6 +497,12 @@ def _ascii_domain(address: str) -> str:
         return parse_domain(domain).ascii
     except ValidationError:
         return domain.lower()
+
+
+def _is_postmaster(address: str) -> bool:
+    """`postmaster` or `postmaster@domain` (RFC 5321 4.5.1), any case."""
+    local = address.rpartition("@")[0] if "@" in address else address
+    return local.lower() == "postmaster"
 
 
 def _peer_ip(session: Session) -> str:

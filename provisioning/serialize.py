@@ -51,6 +51,12 @@ def domain(d: Domain, mailboxes: int | None = None, aliases: int | None = None) 
         "shared": d.is_shared,
         "member": d.member.slug if d.member else None,
         "utf8_local_parts": d.utf8_local_parts,
+        # The domain's own content filter settings; null: the global value applies.
+        "filters": {
+            "spam_add_header_score": d.spam_add_header_score,
+            "spam_reject_score": d.spam_reject_score,
+            "virus_action": d.virus_action.value if d.virus_action is not None else None,
+        },
         "created_at": _iso(d.created_at),
     }
     if mailboxes is not None:

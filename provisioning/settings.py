@@ -154,6 +154,10 @@ class SenderAuthSettings(_Section):
 
 class DnsblSettings(_Section):
     zones: list[str]
+    client_zones: list[str]
+    client_timeout: Seconds = Field(gt=0)
+    client_cache: Seconds = Field(ge=0)
+    check_loopback: bool
 
 
 class LoggingSettings(_Section):

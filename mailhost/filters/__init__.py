@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from mailhost.filters.base import (
     Action,
+    DomainFiltersLookup,
     Filter,
     MessageInfo,
     Pipeline,
@@ -22,6 +23,7 @@ from provisioning.settings import Settings
 
 __all__ = [
     "Action",
+    "DomainFiltersLookup",
     "Filter",
     "MessageInfo",
     "Pipeline",
@@ -32,11 +34,18 @@ __all__ = [
 ]
 
 
-def build_pipeline(settings: Settings, *, concurrent: bool = False) -> Pipeline:
+def build_pipeline(
+    settings: Settings,
+    *,
+    concurrent: bool = False,
+    domain_filters: DomainFiltersLookup | None = None,
+) -> Pipeline:
     """The filters the settings enable: antivirus, sender authentication, spam.
 
     Makes no connection: a daemon that is down shows up per message, as its
     `on_error` setting says. Build it in the process (and event loop) that uses it.
+    `domain_filters` looks up the recipient domains' own spam thresholds and virus
+    action (the engine's `Engine.domain_filters`); without it the global ones apply.
     """
     from mailhost.filters.auth import SenderAuthFilter
     from mailhost.filters.clamav import ClamavFilter
@@ -45,12 +54,12 @@ def build_pipeline(settings: Settings, *, concurrent: bool = False) -> Pipeline:
     filters: list[Filter] = []
     strip: list[str] = []
     if settings.antivirus.enabled:
-        filters.append(ClamavFilter.from_settings(settings))
+        filters.append(ClamavFilter.from_settings(settings, domain_filters=domain_filters))
         strip += ClamavFilter.OWNED_HEADERS
     if settings.sender_auth.enabled:
         filters.append(SenderAuthFilter.from_settings(settings))
         strip += SenderAuthFilter.OWNED_HEADERS
     if settings.spam.enabled:
-        filters.append(SpamFilter.from_settings(settings))
+        filters.append(SpamFilter.from_settings(settings, domain_filters=domain_filters))
         strip += SpamFilter.OWNED_HEADERS
     return Pipeline(filters, concurrent=concurrent, strip_headers=strip)

@@ -18,12 +18,18 @@ import asyncio
 import logging
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
+from provisioning.services.domains import DomainFilters
+
 log = logging.getLogger(__name__)
+
+# The own filter settings of the hosted domains among the ASCII names given (the
+# recipient domains of a message); the engine's is cached and never blocks the loop.
+DomainFiltersLookup = Callable[[Sequence[str]], Awaitable[Mapping[str, DomainFilters]]]
 
 _UNSAFE = re.compile(r"[^\x20-\x7e]")
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322 ftext: printable ASCII but ':'

@@ -23,7 +23,13 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from mailhost.filters.base import MessageInfo, SocketAddress, Verdict, clean_text
+from mailhost.filters.base import (
+    DomainFiltersLookup,
+    MessageInfo,
+    SocketAddress,
+    Verdict,
+    clean_text,
+)
 from mailhost.filters.quarantine import Quarantine
 from provisioning.settings import Settings
 
@@ -184,7 +190,13 @@ async def _read_reply(sock: socket.socket, limit: int = 64 * 1024) -> str:
 
 
 class ClamavFilter:
-    """Refuses viruses with `554 5.7.1 Virus found: <name>`."""
+    """Refuses viruses with `554 5.7.1 Virus found: <name>`.
+
+    A copy is kept when the virus action is `quarantine`: globally when `quarantine`
+    is given (`antivirus.quarantine`), or for a recipient domain whose own
+    `virus_action` says so (copies then go to `domain_quarantine`). A message for
+    several domains is kept if any of them wants it kept; it is refused either way.
+    """
 
     name = "clamav"
     OWNED_HEADERS = (HEADER,)
@@ -198,6 +210,8 @@ class ClamavFilter:
         on_oversize: str = "skip",
         max_parallel: int = 8,
         quarantine: Quarantine | None = None,
+        domain_filters: DomainFiltersLookup | None = None,
+        domain_quarantine: Quarantine | None = None,
     ) -> None:
         if on_error not in {"tempfail", "accept"}:
             raise ValueError(f"on_error must be tempfail or accept, not {on_error!r}")
@@ -208,22 +222,27 @@ class ClamavFilter:
         self.max_stream_size = max_stream_size
         self.on_oversize = on_oversize
         self.quarantine = quarantine
+        self.domain_filters = domain_filters
+        self.domain_quarantine = quarantine or domain_quarantine
         self._slots = asyncio.Semaphore(max_parallel)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ClamavFilter:
+    def from_settings(
+        cls, settings: Settings, *, domain_filters: DomainFiltersLookup | None = None
+    ) -> ClamavFilter:
         from provisioning.render_filters import clamd_address
 
         av = settings.antivirus
+        store = Quarantine(settings.state_dir / "quarantine" / "virus")
         return cls(
             ClamdClient(clamd_address(settings), timeout=av.timeout),
             on_error=av.on_error,
             max_stream_size=av.max_stream_size,
             on_oversize=av.on_oversize,
             max_parallel=av.max_parallel,
-            quarantine=Quarantine(settings.state_dir / "quarantine" / "virus")
-            if av.quarantine
-            else None,
+            quarantine=store if av.quarantine else None,
+            domain_filters=domain_filters,
+            domain_quarantine=store,
         )
 
     async def check(self, message: MessageInfo) -> Verdict:
@@ -253,9 +272,27 @@ class ClamavFilter:
             message.client_ip,
             ", ".join(message.recipients),
         )
-        if self.quarantine is not None:
-            await self.quarantine.store(message, "virus", virus)
+        store = await self._quarantine_for(message)
+        if store is not None:
+            await store.store(message, "virus", virus)
         return Verdict.reject(554, "5.7.1", f"Virus found: {virus}", "viruses")
+
+    async def _quarantine_for(self, message: MessageInfo) -> Quarantine | None:
+        """Where to keep a copy of this infected message, or None: the virus action."""
+        if self.domain_filters is None or not message.recipient_domains:
+            return self.quarantine
+        try:
+            own = await self.domain_filters(message.recipient_domains)
+        except Exception:
+            log.exception("per-domain virus actions unavailable; using the global one")
+            return self.quarantine
+        default = "quarantine" if self.quarantine is not None else "reject"
+        for domain in message.recipient_domains:
+            found = own.get(domain)
+            action = (found.virus_action if found is not None else None) or default
+            if action == "quarantine":
+                return self.domain_quarantine
+        return None
 
     def _unavailable(self, message: MessageInfo, exc: ClamdError) -> Verdict:
         log.warning("virus scan of a message from [%s] failed: %s", message.client_ip, exc)

@@ -1,8 +1,10 @@
 """Spam: rspamd's `/checkv2` over HTTP (httpx, async), and the filter that acts on it.
 
 rspamd scores the message; muninet decides with its own thresholds
-(`spam.add_header_score`, `spam.reject_score`), so they can later differ per
-domain without reconfiguring rspamd:
+(`spam.add_header_score`, `spam.reject_score`, or a hosted recipient domain's own,
+set with `muninet domain filters`), so they differ per domain without
+reconfiguring rspamd. A message for several domains is judged by the strictest
+(lowest) threshold of each kind among them: one SMTP transaction has one answer.
 
 - score >= reject_score, or a reject rspamd forces (GTUBE and other pre-results):
   `550 5.7.1`, refused in the conversation (no backscatter);
@@ -27,7 +29,13 @@ from typing import Any
 
 import httpx
 
-from mailhost.filters.base import MessageInfo, SocketAddress, Verdict, clean_text
+from mailhost.filters.base import (
+    DomainFiltersLookup,
+    MessageInfo,
+    SocketAddress,
+    Verdict,
+    clean_text,
+)
 from mailhost.filters.quarantine import Quarantine
 from mailhost.filters.rdns import ReverseDns
 from provisioning.settings import Settings
@@ -171,6 +179,7 @@ class SpamFilter:
         max_size: int = 10 * 1024 * 1024,
         quarantine: Quarantine | None = None,
         rdns: ReverseDns | None = None,
+        domain_filters: DomainFiltersLookup | None = None,
     ) -> None:
         if on_error not in {"tempfail", "accept"}:
             raise ValueError(f"on_error must be tempfail or accept, not {on_error!r}")
@@ -183,9 +192,12 @@ class SpamFilter:
         self.max_size = max_size
         self.quarantine = quarantine
         self.rdns = rdns
+        self.domain_filters = domain_filters
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> SpamFilter:
+    def from_settings(
+        cls, settings: Settings, *, domain_filters: DomainFiltersLookup | None = None
+    ) -> SpamFilter:
         from provisioning.render_filters import rspamd_address
 
         spam = settings.spam
@@ -199,6 +211,7 @@ class SpamFilter:
             if spam.quarantine
             else None,
             rdns=ReverseDns(settings.dns),
+            domain_filters=domain_filters,
         )
 
     async def aclose(self) -> None:
@@ -221,16 +234,37 @@ class SpamFilter:
             return Verdict.accept([(STATUS, "Unknown, spam filter unavailable")], "unavailable")
         return await self.decide(message, result)
 
+    async def thresholds(self, message: MessageInfo) -> tuple[float, float]:
+        """(add-header score, reject score) for this message: the lowest of each among
+        its recipient domains, each domain's own value or else the global one."""
+        if self.domain_filters is None or not message.recipient_domains:
+            return self.add_header_score, self.reject_score
+        try:
+            own = await self.domain_filters(message.recipient_domains)
+        except Exception:  # the database is down: the global thresholds still protect
+            log.exception("per-domain spam thresholds unavailable; using the global ones")
+            return self.add_header_score, self.reject_score
+        adds, rejects = [], []
+        for domain in message.recipient_domains:
+            found = own.get(domain)
+            add = found.spam_add_header_score if found is not None else None
+            reject = found.spam_reject_score if found is not None else None
+            adds.append(self.add_header_score if add is None else add)
+            rejects.append(self.reject_score if reject is None else reject)
+        return min(adds), min(rejects)
+
     async def decide(self, message: MessageInfo, result: SpamResult) -> Verdict:
         if result.action == "soft reject":
             return Verdict.tempfail(
                 451, "4.7.1", result.message or "Try again later", "soft_reject"
             )
-        if result.score >= self.reject_score or (result.forced and result.action == "reject"):
+        add_header_score, reject_score = await self.thresholds(message)
+        if result.score >= reject_score or (result.forced and result.action == "reject"):
             log.info(
-                "spam (score %.2f%s) from <%s> [%s] to %s: refused",
+                "spam (score %.2f%s, reject at %.2f) from <%s> [%s] to %s: refused",
                 result.score,
                 ", forced" if result.forced else "",
+                reject_score,
                 message.mail_from,
                 message.client_ip,
                 ", ".join(message.recipients),
@@ -238,7 +272,7 @@ class SpamFilter:
             if self.quarantine is not None:
                 await self.quarantine.store(message, "spam", f"score {result.score:.2f}")
             return Verdict.reject(550, "5.7.1", "Message refused as spam", "spam")
-        spam = result.score >= self.add_header_score or (
+        spam = result.score >= add_header_score or (
             result.forced and result.action in {"add header", "rewrite subject"}
         )
         headers: list[tuple[str, str]] = []
@@ -249,7 +283,7 @@ class SpamFilter:
             (
                 STATUS,
                 f"{'Yes' if spam else 'No'}, score={result.score:.2f} "
-                f"required={self.add_header_score:.2f}",
+                f"required={add_header_score:.2f}",
             ),
         ]
         scored = sorted((n, s) for n, s in result.symbols.items() if s != 0)[:MAX_SYMBOLS]

@@ -15,6 +15,7 @@ indexed query, e.g.
 
 from __future__ import annotations
 
+import enum
 from datetime import date
 
 from sqlalchemy import (
@@ -22,6 +23,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Date,
+    Float,
     ForeignKey,
     Integer,
     String,
@@ -30,8 +32,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from provisioning.models.base import Base, Timestamps
+from provisioning.models.base import Base, Timestamps, str_enum
 from provisioning.models.members import Member
+
+
+class VirusAction(enum.StrEnum):
+    """What happens to a virus for a domain; either way the sender gets `554`."""
+
+    REJECT = "reject"  # refused, nothing kept
+    QUARANTINE = "quarantine"  # refused, a copy kept for the admin
 
 
 class Domain(Timestamps, Base):
@@ -50,6 +59,12 @@ class Domain(Timestamps, Base):
         ForeignKey("members.id", ondelete="RESTRICT"), index=True
     )
     utf8_local_parts: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Content filter settings of this domain; NULL: the global [spam] / [antivirus] value.
+    spam_add_header_score: Mapped[float | None] = mapped_column(Float)
+    spam_reject_score: Mapped[float | None] = mapped_column(Float)
+    virus_action: Mapped[VirusAction | None] = mapped_column(
+        str_enum(VirusAction, "domain_virus_action")
+    )
 
     member: Mapped[Member | None] = relationship()
 
