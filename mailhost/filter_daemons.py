@@ -20,6 +20,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from mailhost.children import ChildProcess
 from provisioning.errors import ConfigError
 from provisioning.render_filters import ClamdFiles, RspamdFiles, render_clamd, render_rspamd
 from provisioning.settings import Settings
@@ -51,36 +52,14 @@ def _tail(*paths: Path, size: int = 2000) -> str:
     return "\n".join(parts) or "(no log)"
 
 
-class _Child:
-    """A daemon process we started; stopped with SIGTERM, then SIGKILL."""
-
-    what = "daemon"
-
-    def __init__(self) -> None:
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+class _Child(ChildProcess):
+    """A filter daemon we started."""
 
     def _spawn(self, args: list[str], errors: Path) -> subprocess.Popen[bytes]:
         with errors.open("wb") as err:
             return subprocess.Popen(  # noqa: S603 - our own rendered command line
                 args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
             )
-
-    def stop(self, timeout: float = 15) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("%s (pid %d) ignored SIGTERM: killed", self.what, self.process.pid)
-                self.process.kill()
-                self.process.wait()
-        self.process = None
 
 
 def clamd_ping(path: Path, timeout: float = 1) -> bool:

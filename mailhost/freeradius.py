@@ -14,6 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from mailhost.children import ChildProcess
 from provisioning.render_radius import RadiusFiles, nas_fingerprint, render_radius
 from provisioning.settings import Settings
 
@@ -34,14 +35,15 @@ def _tail(path: Path, offset: int, size: int = 3000) -> str:
         return handle.read().decode(errors="replace")[-size:]
 
 
-class FreeRadius:
+class FreeRadius(ChildProcess):
     """FreeRADIUS in the foreground (`freeradius -f`) as our child process."""
+
+    what = "FreeRADIUS"
 
     def __init__(self, settings: Settings, *, reject_delay: float = 1) -> None:
         self.settings = settings
         self.reject_delay = reject_delay
         self.files: RadiusFiles | None = None
-        self.process: subprocess.Popen[bytes] | None = None
 
     def check_config(self) -> None:
         """Render and let FreeRADIUS check the configuration (`freeradius -C`)."""
@@ -87,25 +89,9 @@ class FreeRadius:
         )
         return files
 
-    def stop(self, timeout: float = 15) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
     def restart(self, timeout: float = 15) -> RadiusFiles:
         self.stop(timeout)
         return self.start(timeout)
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
 
     def reload_if_nas_changed(self) -> bool:
         """Restart when a NAS was added, removed or changed since the start; True if so."""

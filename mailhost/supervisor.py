@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+from mailhost.children import ChildProcess
 from provisioning.render import DovecotFiles, render_dovecot
 from provisioning.settings import Settings
 
@@ -20,14 +21,15 @@ def dovecot_binary() -> str | None:
     return shutil.which("dovecot", path=SBIN)
 
 
-class Dovecot:
+class Dovecot(ChildProcess):
     """Dovecot in the foreground (`dovecot -F`) as our child: it lives and dies with us."""
+
+    what = "Dovecot"
 
     def __init__(self, settings: Settings, *, auth_penalty: bool = True) -> None:
         self.settings = settings
         self.auth_penalty = auth_penalty
         self.files: DovecotFiles | None = None
-        self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 15) -> DovecotFiles:
         binary = dovecot_binary()
@@ -54,26 +56,15 @@ class Dovecot:
         )
         return files
 
-    def stop(self, timeout: float = 15) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
 
-
-class WebServer:
+class WebServer(ChildProcess):
     """The web face (autoconfig, later the admin) under gunicorn, as in production."""
+
+    what = "the web server"
 
     def __init__(self, settings: Settings, *, workers: int = 2) -> None:
         self.settings = settings
         self.workers = workers
-        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def bind(self) -> str:
@@ -109,15 +100,3 @@ class WebServer:
                     self.stop()
                     raise RuntimeError(f"the web server did not answer on {self.bind}") from None
                 time.sleep(0.1)
-
-    def stop(self, timeout: float = 15) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None

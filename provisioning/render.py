@@ -55,9 +55,11 @@ def dovecot_sql_connect(url: str) -> tuple[str, str]:
     raise ValueError(f"Dovecot cannot read a {backend} database")
 
 
-def _check_reachable(path: Path, uid: int, gid: int, user: str) -> None:
-    """Dovecot opens mail as the mail user: every parent must be searchable by it."""
-    for parent in path.parents:
+def check_reachable(path: Path, uid: int, gid: int, user: str, hint: str) -> None:
+    """A daemon's user must be able to search every existing directory down to `path`."""
+    for parent in [path, *path.parents]:
+        if not parent.exists():
+            continue
         info = parent.stat()
         if info.st_uid == uid:
             bit = 0o100
@@ -67,9 +69,7 @@ def _check_reachable(path: Path, uid: int, gid: int, user: str) -> None:
             bit = 0o001
         if not info.st_mode & bit:
             raise ConfigError(
-                f"the mail user {user!r} cannot reach {path}: {parent} is not searchable "
-                "by it; set delivery.maildir_root to a directory it can reach "
-                "(e.g. /var/lib/muninet/mail)"
+                f"the user {user!r} cannot reach {path}: {parent} is not searchable by it; {hint}"
             )
 
 
@@ -112,7 +112,13 @@ def render_dovecot(settings: Settings, *, auth_penalty: bool = True) -> DovecotF
     mail_uid, mail_gid = settings.mail_owner()
     settings.maildir_root.mkdir(parents=True, exist_ok=True)
     os.chown(settings.maildir_root, mail_uid, mail_gid)
-    _check_reachable(settings.maildir_root, mail_uid, mail_gid, settings.mail_user)
+    check_reachable(
+        settings.maildir_root,
+        mail_uid,
+        mail_gid,
+        settings.mail_user,
+        "set delivery.maildir_root to a directory it can reach (e.g. /var/lib/muninet/mail)",
+    )
     cert, key = certificate_files(settings)
     driver, connect = dovecot_sql_connect(settings.database_url)
     files = DovecotFiles(

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provisioning.errors import ConfigError
-from provisioning.render import render
+from provisioning.render import check_reachable, render
 from provisioning.settings import Settings
 
 CLAMD_USER = "clamav"
@@ -62,21 +62,9 @@ def daemon_user(name: str) -> tuple[str, int, int] | None:
 
 
 def _check_traversable(path: Path, uid: int, gid: int, user: str) -> None:
-    for parent in [path, *path.parents]:
-        if not parent.exists():
-            continue
-        info = parent.stat()
-        if info.st_uid == uid:
-            bit = 0o100
-        elif info.st_gid == gid:
-            bit = 0o010
-        else:
-            bit = 0o001
-        if not info.st_mode & bit:
-            raise ConfigError(
-                f"the user {user!r} cannot reach {path}: {parent} is not searchable by it; "
-                "use a state directory it can reach (e.g. /var/lib/muninet)"
-            )
+    check_reachable(
+        path, uid, gid, user, "use a state directory it can reach (e.g. /var/lib/muninet)"
+    )
 
 
 def _owned_dir(path: Path, owner: tuple[str, int, int] | None, mode: int = 0o750) -> None:
