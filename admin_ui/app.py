@@ -2,22 +2,66 @@
 
 from __future__ import annotations
 
-from flask import Flask
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, render_template
+from flask_babel import get_locale
+from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from provisioning.db import Database
+from provisioning.errors import NotFound
 from provisioning.settings import Settings, load_settings
 
 
-def create_app(settings: Settings | None = None) -> Flask:
-    """One app per process; its database handle is shared by the requests of that process."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> Flask:
+    """One app per process; its database handle is shared by the requests of that process.
+
+    `environ` holds the admin's own ADMIN_UI_* settings (default: os.environ);
+    `config` overrides Flask settings (tests).
+    """
     settings = settings or load_settings()
+    environ = os.environ if environ is None else environ
     app = Flask(__name__)
     app.config["MUNINET_SETTINGS"] = settings
     database = Database.from_settings(settings)
     database.require_current()
     app.extensions["muninet_db"] = database
 
+    from admin_ui import i18n, security
+    from admin_ui.auth import load_current_admin
+    from admin_ui.blueprints.account import account
+    from admin_ui.blueprints.admin import admin
     from admin_ui.blueprints.autoconfig import autoconfig
 
+    security.configure(app, settings.state_dir, environ)
+    i18n.init_app(app, settings.state_dir)
+    app.config.update(config or {})
+    csrf = CSRFProtect(app)
+    csrf.exempt(autoconfig)  # mail clients post autodiscover requests with no session
+
     app.register_blueprint(autoconfig)
+    app.register_blueprint(account)
+    app.register_blueprint(admin)
+    app.before_request(load_current_admin)
+    app.jinja_env.globals["current_language"] = lambda: str(get_locale() or i18n.DEFAULT)
+
+    def _error(status: int) -> tuple[str, int]:
+        return render_template("error.html", status=status), status
+
+    @app.errorhandler(404)
+    @app.errorhandler(NotFound)
+    def _not_found(_error_: Exception) -> tuple[str, int]:
+        return _error(404)
+
+    @app.errorhandler(CSRFError)
+    def _csrf(_error_: Exception) -> tuple[str, int]:
+        return _error(400)
+
     return app
