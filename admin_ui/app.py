@@ -6,9 +6,10 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, render_template
+from flask import Flask, Response, render_template
 from flask_babel import get_locale
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import HTTPException
 
 from provisioning.db import Database
 from provisioning.errors import NotFound
@@ -38,6 +39,7 @@ def create_app(
     from admin_ui.auth import load_current_admin
     from admin_ui.blueprints.account import account
     from admin_ui.blueprints.admin import admin
+    from admin_ui.blueprints.api import api, is_api_request, problem_response
     from admin_ui.blueprints.autoconfig import autoconfig
 
     security.configure(app, settings.state_dir, environ)
@@ -45,10 +47,12 @@ def create_app(
     app.config.update(config or {})
     csrf = CSRFProtect(app)
     csrf.exempt(autoconfig)  # mail clients post autodiscover requests with no session
+    csrf.exempt(api)  # bearer tokens, no cookies
 
     app.register_blueprint(autoconfig)
     app.register_blueprint(account)
     app.register_blueprint(admin)
+    app.register_blueprint(api)
     app.before_request(load_current_admin)
     app.jinja_env.globals["current_language"] = lambda: str(get_locale() or i18n.DEFAULT)
 
@@ -57,8 +61,14 @@ def create_app(
 
     @app.errorhandler(404)
     @app.errorhandler(NotFound)
-    def _not_found(_error_: Exception) -> tuple[str, int]:
+    def _not_found(_error_: Exception) -> tuple[str, int] | Response:
+        if is_api_request():  # no route under /api/v1: problem JSON, not the HTML page
+            return problem_response(_error_)
         return _error(404)
+
+    @app.errorhandler(405)
+    def _not_allowed(error_: HTTPException) -> HTTPException | Response:
+        return problem_response(error_) if is_api_request() else error_
 
     @app.errorhandler(CSRFError)
     def _csrf(_error_: Exception) -> tuple[str, int]:
