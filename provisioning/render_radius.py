@@ -11,7 +11,9 @@ attributes) and `access_reject` (what a reject may carry). Run it with
 SQLite: muninet keeps its database in WAL mode, and FreeRADIUS waits up to
 `database.sqlite_busy_timeout_ms` (5000 by default) for a lock. Debian's shipped
 200 ms with a rollback journal turns lock contention into false Access-Rejects and
-lost accounting under load.
+lost accounting under load. Each sql instance's connection pool is as large as
+FreeRADIUS's thread pool (`RADIUS_THREADS`): a smaller pool fails requests at
+once under parallel load ("No connections available and at max connection limit").
 """
 
 from __future__ import annotations
@@ -44,6 +46,11 @@ MESSAGES = {
     "simultaneous": "Already logged in: no more sessions allowed for this account",
 }
 LOCAL_CLIENT = "muninet-local"
+# FreeRADIUS's worker threads, and the connections of each sql instance's pool:
+# the pool must not be smaller, since FreeRADIUS fails a request at once (a false
+# Access-Reject, an unanswered Accounting-Request) when no connection is free.
+# Two instances of 16 stay well inside PostgreSQL's default 100 connections.
+RADIUS_THREADS = 16
 
 
 @dataclass(frozen=True)
@@ -173,8 +180,7 @@ def render_radius(settings: Settings, *, reject_delay: float = 1) -> RadiusFiles
             sqlite_file=sqlite_file,
             busy_timeout=settings.database.sqlite_busy_timeout_ms,
             pg=pg,
-            pool_start=2,
-            pool_max=8 if dialect == "sqlite" else 16,
+            threads=RADIUS_THREADS,
             listen_address="*"
             if settings.listen.address in ("0.0.0.0", "")  # noqa: S104 - the setting's own value
             else settings.listen.address,
