@@ -74,6 +74,17 @@ class ListenSettings(_Section):
     radius_acct_port: Port
     local_port: Port
 
+    @model_validator(mode="after")
+    def _ports_distinct(self) -> ListenSettings:
+        """Two servers on one port would share it silently (SO_REUSEPORT), not fail."""
+        ports = {name: value for name, value in self.__dict__.items() if name.endswith("_port")}
+        seen: dict[int, str] = {}
+        for name, value in ports.items():
+            if value in seen:
+                raise ValueError(f"{seen[value]} and {name} are both {value}")
+            seen[value] = name
+        return self
+
 
 class AssociationSettings(_Section):
     name: str

@@ -55,10 +55,22 @@ def require_tool(name: str) -> str:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+_PORTS_GIVEN: set[int] = set()
+
+
+def free_port() -> int:
+    """A free 127.0.0.1 port not handed out before in this run.
+
+    The kernel may offer the same ephemeral port twice in a row; two servers given
+    one port would share it silently under SO_REUSEPORT.
+    """
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _PORTS_GIVEN:
+            _PORTS_GIVEN.add(port)
+            return port
 
 
 def _pg_bin(name: str) -> str | None:
@@ -96,7 +108,7 @@ def _private_postgres() -> Iterator[str]:
         check=True,
         capture_output=True,
     )
-    port = _free_port()
+    port = free_port()
     log = open(workdir / "postgres.log", "wb")  # noqa: SIM115 - closed below
     server = subprocess.Popen(
         [

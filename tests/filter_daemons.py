@@ -24,7 +24,6 @@ import hashlib
 import io
 import os
 import shutil
-import socket
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -40,7 +39,7 @@ from mailhost.filters.base import MessageInfo
 from provisioning.render_filters import RSPAMD_USER, ClamdFiles, RspamdFiles
 from provisioning.settings import Settings, load_settings
 
-from conftest import missing
+from conftest import free_port, missing
 from dns_server import DnsServer
 
 CLAM_EXE = Path("/usr/share/clamav-testfiles/clam.exe")
@@ -74,12 +73,6 @@ def write_test_signatures(directory: Path) -> Path:
     for path in (directory, *directory.iterdir()):
         path.chmod(0o755 if path.is_dir() else 0o644)
     return directory
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -18,8 +18,9 @@ from provisioning.db import Database
 from provisioning.services.context import ServiceContext
 from provisioning.settings import load_settings
 
+from conftest import free_port
+
 MUNINET = Path(sys.executable).parent / "muninet"
-# Outbound lookups go to a loopback port where nothing answers: no traffic leaves.
 # The content filters need their daemons; tests that want them set these to true
 # and point the filters at the daemons they started.
 NO_FILTERS = {
@@ -28,6 +29,7 @@ NO_FILTERS = {
     "MUNINET_SENDER_AUTH__ENABLED": "false",
 }
 
+# Outbound lookups go to a loopback port where nothing answers: no traffic leaves.
 OFFLINE_DNS = {
     "MUNINET_DNS__NAMESERVERS": "127.0.0.1",
     "MUNINET_DNS__PORT": "9",
@@ -47,12 +49,6 @@ def provisioned(env: dict[str, str], *, migrate: bool = True) -> Iterator[Servic
             yield ServiceContext(session=session, actor=Actor("cli", "test"), settings=settings)
     finally:
         database.dispose()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20) -> None:

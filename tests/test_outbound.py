@@ -14,7 +14,6 @@ import email
 import email.message
 import json
 import os
-import socket
 import ssl
 import subprocess
 import sys
@@ -68,12 +67,6 @@ MUNINET = Path(sys.executable).parent / "muninet"
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -88,3 +88,8 @@ def test_parse_size_refuses_nonsense(text: str) -> None:
 @pytest.mark.parametrize("size", [1, 1000, 1024, 1000**3, 10 * 1024**3, 1536 * 1024**2])
 def test_exact_size_format_round_trips(size: int) -> None:
     assert parse_size(format_size(size, exact=True)) == size
+
+
+def test_two_servers_cannot_share_a_port() -> None:
+    with pytest.raises(ConfigError, match="smtp_port and local_port are both 2525"):
+        load_settings({"MUNINET_LISTEN__LOCAL_PORT": "2525"})
