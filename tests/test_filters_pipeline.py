@@ -7,7 +7,6 @@ The pipeline logic is tested with small filters written here; the pipeline that
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,6 +32,7 @@ from provisioning.render_filters import RspamdFiles, clamd_address, render_clamd
 from provisioning.settings import load_settings
 
 from conftest import missing
+from dovecot_server import require_root
 from filter_daemons import (
     CLIENT_HOST,
     EICAR,
@@ -391,8 +391,7 @@ def test_daemons_refuse_to_start_when_they_cannot(filter_env: FilterEnv, tmp_pat
 def test_state_dir_the_daemon_user_cannot_reach_is_refused(
     filter_env: FilterEnv, tmp_path: Path
 ) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("only root starts clamd as the clamav user")
+    require_root()  # only root starts clamd as the clamav user
     private = tmp_path / "private"  # pytest's tmp dirs are 0700, owned by root
     private.mkdir(mode=0o700)
     settings = filter_env.settings(paths__state_dir=str(private / "state"))
