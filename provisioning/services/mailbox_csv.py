@@ -10,7 +10,9 @@ from typing import IO
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from provisioning import csvrows
 from provisioning.audit import Actor
+from provisioning.csvrows import Row
 from provisioning.db import Database
 from provisioning.errors import MuninetError, ValidationError
 from provisioning.services import mailboxes
@@ -22,12 +24,6 @@ COLUMNS = ["address", "member", "name", "quota", "enabled", "password_hash", "pa
 REQUIRED = {"address", "member"}
 _TRUE = {"", "1", "yes", "true", "y", "tak", "да"}
 _FALSE = {"0", "no", "false", "n", "nie", "не"}
-
-
-@dataclass(frozen=True)
-class Row:
-    line: int
-    fields: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -50,28 +46,7 @@ class _Rollback(Exception):
 
 
 def read_rows(stream: IO[str]) -> list[Row]:
-    """Parse the CSV, checking its header; rows keep their line numbers for the report."""
-    reader = csv.DictReader(stream)
-    header = [h.strip().lower() for h in (reader.fieldnames or [])]
-    if not header:
-        raise ValidationError("the CSV file is empty")
-    unknown = [h for h in header if h not in COLUMNS]
-    if unknown:
-        raise ValidationError(
-            f"unknown CSV column(s) {', '.join(unknown)}; expected {', '.join(COLUMNS)}"
-        )
-    missing = REQUIRED - set(header)
-    if missing:
-        raise ValidationError(f"the CSV file lacks column(s): {', '.join(sorted(missing))}")
-    reader.fieldnames = header
-    rows = []
-    for record in reader:
-        values = {k: (v or "").strip() for k, v in record.items() if k is not None}
-        if None in record:
-            values["__extra__"] = "yes"
-        if any(values.values()):
-            rows.append(Row(line=reader.line_num, fields=values))
-    return rows
+    return csvrows.read_rows(stream, COLUMNS, REQUIRED)
 
 
 def _parse_enabled(text: str) -> bool:
@@ -85,7 +60,7 @@ def _parse_enabled(text: str) -> bool:
 
 def _import_row(ctx: ServiceContext, row: Row) -> None:
     f = row.fields
-    if "__extra__" in f:
+    if csvrows.EXTRA in f:
         raise ValidationError("the row has more fields than the header")
     password, password_hash = f.get("password") or None, f.get("password_hash") or None
     if password and password_hash:

@@ -18,7 +18,6 @@ the whole import rolls back and one error lists the rejected lines.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -26,7 +25,9 @@ from typing import IO
 
 from sqlalchemy.exc import IntegrityError
 
+from provisioning import csvrows
 from provisioning.audit import Actor
+from provisioning.csvrows import Row
 from provisioning.db import Database
 from provisioning.errors import MuninetError, ValidationError
 from provisioning.passwords import generate_password
@@ -50,12 +51,6 @@ REQUIRED = {"username", "member", "plan"}
 MAX_REPORTED = 20  # rejected lines named in the error; the rest are counted
 _TRUE = {"1", "yes", "true", "y", "tak", "да"}
 _FALSE = {"", "0", "no", "false", "n", "nie", "не"}
-
-
-@dataclass(frozen=True)
-class Row:
-    line: int
-    fields: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -94,31 +89,7 @@ class _Rollback(Exception):
 
 
 def read_rows(stream: IO[str]) -> list[Row]:
-    """Parse the CSV, checking its header; rows keep their line numbers for the report."""
-    reader = csv.DictReader(stream)
-    header = [h.strip().lower() for h in (reader.fieldnames or [])]
-    if not header:
-        raise ValidationError("the CSV file is empty")
-    unknown = [h for h in header if h not in COLUMNS]
-    if unknown:
-        raise ValidationError(
-            f"unknown CSV column(s) {', '.join(unknown)}; expected {', '.join(COLUMNS)}"
-        )
-    duplicated = sorted({h for h in header if header.count(h) > 1})
-    if duplicated:
-        raise ValidationError(f"CSV column(s) given twice: {', '.join(duplicated)}")
-    missing = REQUIRED - set(header)
-    if missing:
-        raise ValidationError(f"the CSV file lacks column(s): {', '.join(sorted(missing))}")
-    reader.fieldnames = header
-    rows = []
-    for record in reader:
-        values = {k: (v or "").strip() for k, v in record.items() if k is not None}
-        if None in record:
-            values["__extra__"] = "yes"
-        if any(values.values()):
-            rows.append(Row(line=reader.line_num, fields=values))
-    return rows
+    return csvrows.read_rows(stream, COLUMNS, REQUIRED)
 
 
 def _parse_bool(text: str, column: str) -> bool:
@@ -142,7 +113,7 @@ def _parse_date(text: str) -> date | None:
 def _import_row(ctx: ServiceContext, row: Row, generate: bool) -> str | None:
     """Create the row's subscriber; the generated password, if one was made."""
     f = row.fields
-    if "__extra__" in f:
+    if csvrows.EXTRA in f:
         raise ValidationError("the row has more fields than the header")
     password = f.get("password", "")
     generated = None
