@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,16 +18,14 @@ from provisioning.settings import Settings, load_settings
 def create_app(
     settings: Settings | None = None,
     *,
-    environ: Mapping[str, str] | None = None,
     config: Mapping[str, Any] | None = None,
 ) -> Flask:
     """One app per process; its database handle is shared by the requests of that process.
 
-    `environ` holds the admin's own ADMIN_UI_* settings (default: os.environ);
-    `config` overrides Flask settings (tests).
+    The admin's own settings are the `[admin]` section; `config` overrides Flask
+    settings (tests).
     """
     settings = settings or load_settings()
-    environ = os.environ if environ is None else environ
     app = Flask(__name__)
     app.config["MUNINET_SETTINGS"] = settings
     database = Database.from_settings(settings)
@@ -41,8 +38,13 @@ def create_app(
     from admin_ui.blueprints.admin import admin
     from admin_ui.blueprints.api import api, is_api_request, problem_response
     from admin_ui.blueprints.autoconfig import autoconfig
+    from admin_ui.blueprints.directory import directory
+    from admin_ui.blueprints.network import network
+    from admin_ui.blueprints.operations import operations
+    from admin_ui.blueprints.selfservice import selfservice
+    from admin_ui.blueprints.sheets import sheets
 
-    security.configure(app, settings.state_dir, environ)
+    security.configure(app, settings)
     i18n.init_app(app, settings.state_dir)
     app.config.update(config or {})
     csrf = CSRFProtect(app)
@@ -53,6 +55,8 @@ def create_app(
     app.register_blueprint(account)
     app.register_blueprint(admin)
     app.register_blueprint(api)
+    for blueprint in (directory, network, operations, selfservice, sheets):
+        app.register_blueprint(blueprint)
     app.before_request(load_current_admin)
     app.jinja_env.globals["current_language"] = lambda: str(get_locale() or i18n.DEFAULT)
 

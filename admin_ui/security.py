@@ -1,27 +1,23 @@
 """The web admin's security base: secret key, cookies, headers, proxies and login rate limits.
 
-Settings the admin needs beyond `Settings` come from the environment (never `MUNINET_*`,
-which `load_settings` reserves for its own sections):
-
-- `ADMIN_UI_SECRET_KEY`: signs session cookies; without it a random key is made once and
-  kept in `<state_dir>/admin-secret-key` (mode 0600), shared by every worker.
-- `ADMIN_UI_INSECURE_COOKIES=1`: drop the cookie's Secure flag (plain-http development only).
-- `ADMIN_UI_TRUSTED_PROXIES=<n>`: trust X-Forwarded-For/-Proto from n reverse proxies.
-- `ADMIN_UI_SESSION_IDLE_MINUTES` (30) and `ADMIN_UI_SESSION_HOURS` (12): session expiry.
+Its settings are the `[admin]` section of muninet's settings (config/muninet.toml):
+the secret key (else one made once in `<state_dir>/admin-secret-key`, mode 0600, shared by
+every worker), the cookie's Secure flag, trusted reverse proxies and session expiry.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import sqlite3
 import threading
 import time
-from collections import deque
-from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 
 from flask import Flask, Response, request
+
+from provisioning.settings import Settings
 
 SECRET_FILE = "admin-secret-key"  # noqa: S105 - a file name, not a secret
 
@@ -49,26 +45,9 @@ HEADERS = {
 }
 
 
-def _flag(environ: Mapping[str, str], name: str) -> bool:
-    return environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _number(environ: Mapping[str, str], name: str, default: int) -> int:
-    text = environ.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"{name} must be a whole number, not {text!r}") from None
-    if value < 0:
-        raise ValueError(f"{name} must not be negative")
-    return value
-
-
-def secret_key(state_dir: Path, environ: Mapping[str, str]) -> str:
+def secret_key(state_dir: Path, configured: str) -> str:
     """The configured key, or the one kept in the state directory (made once, mode 0600)."""
-    if configured := environ.get("ADMIN_UI_SECRET_KEY", "").strip():
+    if configured := configured.strip():
         return configured
     path = state_dir / SECRET_FILE
     if not path.exists():
@@ -91,22 +70,22 @@ def secret_key(state_dir: Path, environ: Mapping[str, str]) -> str:
     return key
 
 
-def configure(app: Flask, state_dir: Path, environ: Mapping[str, str] | None = None) -> None:
+def configure(app: Flask, settings: Settings) -> None:
     """Secret key, cookie flags, session lifetime, proxy trust and the response headers."""
-    environ = os.environ if environ is None else environ
-    secure = not _flag(environ, "ADMIN_UI_INSECURE_COOKIES")
+    admin = settings.admin
+    secure = not admin.insecure_cookies
     app.config.update(
-        SECRET_KEY=secret_key(state_dir, environ),
+        SECRET_KEY=secret_key(settings.state_dir, admin.secret_key),
         SESSION_COOKIE_NAME="__Host-muninet" if secure else "muninet",
         SESSION_COOKIE_SECURE=secure,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        PERMANENT_SESSION_LIFETIME=timedelta(hours=_number(environ, "ADMIN_UI_SESSION_HOURS", 12)),
-        ADMIN_SESSION_IDLE=timedelta(minutes=_number(environ, "ADMIN_UI_SESSION_IDLE_MINUTES", 30)),
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=admin.session_hours),
+        ADMIN_SESSION_IDLE=timedelta(minutes=admin.session_idle_minutes),
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session, which expires
         MAX_CONTENT_LENGTH=1024 * 1024,
     )
-    if proxies := _number(environ, "ADMIN_UI_TRUSTED_PROXIES", 0):
+    if proxies := admin.trusted_proxies:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
@@ -124,47 +103,78 @@ def configure(app: Flask, state_dir: Path, environ: Mapping[str, str] | None = N
 
 
 class SlidingWindow:
-    """At most `limit` events per key in the last `window` seconds (one process's memory).
+    """At most `limit` events per key in the last `window` seconds, shared by every worker.
 
-    Each gunicorn worker keeps its own counts, so the effective limit is up to
-    `limit x workers`; still a hard cap on guessing.
+    gunicorn runs several worker processes; counting in each one's memory would let an
+    attacker multiply the limit by the number of workers. The events live in a small
+    SQLite file in the state directory (WAL, mode 0600), which every worker of this host
+    opens, whatever database muninet itself uses. `scope` separates the windows that share
+    the file (per address, per admin account, per mailbox).
     """
 
-    MAX_KEYS = 50_000
-
-    def __init__(self, limit: int, window: float) -> None:
+    def __init__(self, path: Path, scope: str, limit: int, window: float) -> None:
+        self.path = path
+        self.scope = scope
         self.limit = limit
         self.window = window
-        self._events: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
+        self._connection: sqlite3.Connection | None = None
+        self._pid = 0
 
-    def _prune(self, key: str, now: float) -> deque[float] | None:
-        events = self._events.get(key)
-        if events is None:
-            return None
-        while events and events[0] <= now - self.window:
-            events.popleft()
-        if not events:
-            del self._events[key]
-            return None
-        return events
+    def _db(self) -> sqlite3.Connection:
+        """One connection per process (a connection must not cross a fork)."""
+        if self._connection is None or self._pid != os.getpid():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            os.close(fd)
+            connection = sqlite3.connect(self.path, timeout=5, check_same_thread=False)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("CREATE TABLE IF NOT EXISTS events (scope TEXT, key TEXT, at REAL)")
+            connection.execute("CREATE INDEX IF NOT EXISTS events_key ON events (scope, key, at)")
+            connection.commit()
+            self._connection, self._pid = connection, os.getpid()
+        return self._connection
 
     def blocked(self, key: str, now: float | None = None) -> bool:
-        now = time.monotonic() if now is None else now
+        now = time.time() if now is None else now
         with self._lock:
-            events = self._prune(key, now)
-            return events is not None and len(events) >= self.limit
+            (count,) = (
+                self._db()
+                .execute(
+                    "SELECT count(*) FROM events WHERE scope = ? AND key = ? AND at > ?",
+                    (self.scope, key, now - self.window),
+                )
+                .fetchone()
+            )
+        return bool(count >= self.limit)
 
     def hit(self, key: str, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
+        now = time.time() if now is None else now
         with self._lock:
-            if len(self._events) >= self.MAX_KEYS:
-                for old in list(self._events):
-                    self._prune(old, now)
-                while len(self._events) >= self.MAX_KEYS:  # a flood: forget the oldest keys
-                    del self._events[next(iter(self._events))]
-            self._events.setdefault(key, deque()).append(now)
+            db = self._db()
+            with db:  # one transaction: forget what slid out, then add the event
+                db.execute(
+                    "DELETE FROM events WHERE scope = ? AND at <= ?",
+                    (self.scope, now - self.window),
+                )
+                db.execute(
+                    "INSERT INTO events (scope, key, at) VALUES (?, ?, ?)", (self.scope, key, now)
+                )
 
     def reset(self, key: str) -> None:
         with self._lock:
-            self._events.pop(key, None)
+            db = self._db()
+            with db:
+                db.execute("DELETE FROM events WHERE scope = ? AND key = ?", (self.scope, key))
+
+
+LIMITS_FILE = "admin-login-limits.sqlite"
+
+
+def window(app: Flask, scope: str, limit: int, seconds: float) -> SlidingWindow:
+    """The app's window for `scope`, made once per app on the shared limits file."""
+    windows: dict[str, SlidingWindow] = app.extensions.setdefault("muninet_windows", {})
+    if scope not in windows:
+        settings: Settings = app.config["MUNINET_SETTINGS"]
+        windows[scope] = SlidingWindow(settings.state_dir / LIMITS_FILE, scope, limit, seconds)
+    return windows[scope]

@@ -10,14 +10,23 @@ sent by its own `radclient -q -s -p 64`; radclient 3.2.1 busy-loops over long
 files), two radclients at a time:
 
 - PAP Access-Requests/s and false rejects (every request has the right password,
-  so every Access-Reject is false), two passes over the same requests ("first"
-  and "repeat"), for subscribers stored with the cleartext (CHAP enabled) and
-  with SHA512-CRYPT only (the default);
+  so every Access-Reject is false), for subscribers stored with the cleartext
+  (CHAP enabled) and with SHA512-CRYPT only (the default). Each group of request
+  files is sent twice in a row: "cold" (each user's first login: the check/reply
+  cache is empty for them, every read goes to SQL) and "warm" (the same logins
+  again within the cache's TTL, as after a NAS reconnects its users);
+- the login log: every login must reach `radius_postauth` (written off the login
+  path through a spool file): rows counted, and how long the reader needed;
 - the reference: FreeRADIUS with a users file holding the same credentials and
   reply items, no SQL, no post-auth log, in the same run; ratios muninet/reference;
-- Accounting-Requests/s (Start then Stop per session), lost packets counted by
-  radclient and checked against the `radacct` rows (every session stored and closed);
-- the monthly usage report's latency (`radius.usage`) over N `radacct` rows.
+- Accounting-Requests/s (Start then Stop per session), alternately without and
+  with the usage rollup's triggers on `radacct` (their cost on the accounting
+  path), lost packets counted by radclient and checked against the `radacct`
+  rows (every session stored and closed);
+- the monthly usage report's latency (`radius.usage`) over N `radacct` rows,
+  from the rollup and (for comparison) summed over `radacct`, with both results
+  compared; and the time to rebuild the rollup over those rows (what migration
+  0008 costs an existing installation).
 
 FreeRADIUS's log lines with ERROR/WARNING ("No connections available", "database
 is locked", ...) are counted by kind, so a false reject can be traced to its cause.
@@ -50,13 +59,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mailhost.freeradius import FreeRadius, freeradius_binary
 from provisioning.audit import Actor
 from provisioning.db import Database
-from provisioning.models import RadAcct, Subscriber
+from provisioning.models import RadAcct, RadPostAuth, Subscriber
 from provisioning.services import members, nas, plans, radius, subscribers
 from provisioning.services.context import ServiceContext
 from provisioning.settings import Settings, load_settings
 
 SECRET = "bench-nas-secret-1"  # noqa: S105 - the bench NAS's own
 BATCH = 2000  # requests per radclient file
+AUTH_BATCH = 1000  # per login file: a cold and a warm send of a group stay within the cache TTL
 PARALLEL = 2  # radclients at a time
 DISTINCT_PASSWORDS = 250  # SHA512-CRYPT hashes computed; each is shared by 200 subscribers
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -122,12 +132,12 @@ def provision(settings: Settings, count: int) -> dict[int, str]:
     return hashes
 
 
-def write_batches(directory: Path, lines: list[str]) -> list[Path]:
+def write_batches(directory: Path, lines: list[str], size: int = BATCH) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     files = []
-    for n in range(0, len(lines), BATCH):
-        path = directory / f"{n // BATCH:05d}.txt"
-        path.write_text("".join(lines[n : n + BATCH]))
+    for n in range(0, len(lines), size):
+        path = directory / f"{n // size:05d}.txt"
+        path.write_text("".join(lines[n : n + size]))
         files.append(path)
     return files
 
@@ -144,41 +154,36 @@ _TOTAL = re.compile(r"^\s*(Accepted|Rejected|Lost)\s*:\s*(\d+)", re.MULTILINE)
 _KEYS = {"Accepted": "approved", "Rejected": "denied", "Lost": "lost"}
 
 
-def send(files: list[Path], port: int, kind: str) -> dict[str, float]:
-    """Send the files (PARALLEL radclients at a time); rate and radclient's totals."""
+def _radclient(path: Path, port: int, kind: str) -> dict[str, int]:
+    """One radclient over one file; its Accepted/Rejected/Lost totals."""
+    result = subprocess.run(  # noqa: S603
+        [
+            "/usr/bin/radclient",
+            "-q",
+            "-s",
+            "-p",
+            "64",
+            "-r",
+            "3",
+            "-t",
+            "5",
+            "-f",
+            str(path),
+            f"127.0.0.1:{port}",
+            kind,
+            SECRET,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    totals = {"approved": 0, "denied": 0, "lost": 0}
+    for what, number in _TOTAL.findall(result.stdout + result.stderr):
+        totals[_KEYS[what]] += int(number)
+    return totals
 
-    def one(path: Path) -> dict[str, int]:
-        result = subprocess.run(  # noqa: S603
-            [
-                "/usr/bin/radclient",
-                "-q",
-                "-s",
-                "-p",
-                "64",
-                "-r",
-                "3",
-                "-t",
-                "5",
-                "-f",
-                str(path),
-                f"127.0.0.1:{port}",
-                kind,
-                SECRET,
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        totals = {"approved": 0, "denied": 0, "lost": 0}
-        for what, number in _TOTAL.findall(result.stdout + result.stderr):
-            totals[_KEYS[what]] += int(number)
-        return totals
 
-    requests = sum(p.read_text().count("\n\n") for p in files)
-    began = time.perf_counter()
-    with ThreadPoolExecutor(PARALLEL) as pool:
-        results = list(pool.map(one, files))
-    elapsed = time.perf_counter() - began
+def _summed(results: list[dict[str, int]], requests: int, elapsed: float) -> dict[str, float]:
     summed = {k: sum(r[k] for r in results) for k in ("approved", "denied", "lost")}
     return {
         "requests": requests,
@@ -186,6 +191,33 @@ def send(files: list[Path], port: int, kind: str) -> dict[str, float]:
         "per_second": round(requests / elapsed, 1),
         **summed,
     }
+
+
+def send_cold_warm(files: list[Path], port: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Each group of PARALLEL files sent twice in a row: (cold, warm) rates and totals."""
+    cold: list[dict[str, int]] = []
+    warm: list[dict[str, int]] = []
+    cold_seconds = warm_seconds = 0.0
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        for n in range(0, len(files), PARALLEL):
+            group = files[n : n + PARALLEL]
+            began = time.perf_counter()
+            cold += pool.map(lambda path: _radclient(path, port, "auth"), group)
+            cold_seconds += time.perf_counter() - began
+            began = time.perf_counter()
+            warm += pool.map(lambda path: _radclient(path, port, "auth"), group)
+            warm_seconds += time.perf_counter() - began
+    requests = sum(p.read_text().count("\n\n") for p in files)
+    return _summed(cold, requests, cold_seconds), _summed(warm, requests, warm_seconds)
+
+
+def send(files: list[Path], port: int, kind: str) -> dict[str, float]:
+    """Send the files (PARALLEL radclients at a time); rate and radclient's totals."""
+    requests = sum(p.read_text().count("\n\n") for p in files)
+    began = time.perf_counter()
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        results = list(pool.map(lambda path: _radclient(path, port, kind), files))
+    return _summed(results, requests, time.perf_counter() - began)
 
 
 USERS_CONF = """\
@@ -335,6 +367,15 @@ def time_report(db: Database, repeat: int = 7) -> dict[str, object]:
             began = time.perf_counter()
             radius.usage(session, year, month, "bench")
             member.append((time.perf_counter() - began) * 1000)
+    summed: list[float] = []
+    for _ in range(3):
+        with db.reader() as session:
+            began = time.perf_counter()
+            slow = radius.usage(session, year, month, rollup=False)
+            summed.append((time.perf_counter() - began) * 1000)
+    with db.reader() as session:
+        covered = radius.rollup_covers(session, start, end)
+        identical = radius.usage(session, year, month).as_dict() == slow.as_dict()
     with db.reader() as session:
         in_month = session.scalar(
             select(func.count())
@@ -350,6 +391,9 @@ def time_report(db: Database, repeat: int = 7) -> dict[str, object]:
         "member_report_ms_median": round(statistics.median(member), 1),
         "member_report_ms_max": round(max(member), 1),
         "runs": repeat,
+        "from_rollup": covered,
+        "radacct_sum_ms_median": round(statistics.median(summed), 1),
+        "rollup_equals_radacct_sum": identical,
     }
 
 
@@ -385,10 +429,69 @@ def rendered_settings(config: Path) -> dict[str, str]:
     return found
 
 
-def accounting_files(root: Path, sessions: int, count: int) -> tuple[list[Path], list[Path]]:
+ROLLUP_TRIGGERS = ("radacct_monthly_insert", "radacct_monthly_update", "radacct_monthly_delete")
+
+
+def drop_rollup_triggers(db_file: Path) -> list[str]:
+    """Drop the rollup's triggers on radacct; their SQL, to put them back."""
+    con = sqlite3.connect(db_file)
+    rows = con.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'radacct'"
+    ).fetchall()
+    assert sorted(name for name, _ in rows) == sorted(ROLLUP_TRIGGERS), rows
+    for name, _ in rows:
+        con.execute(f"DROP TRIGGER {name}")
+    con.commit()
+    con.close()
+    return [sql for _, sql in rows]
+
+
+def restore_rollup_triggers(db_file: Path, statements: list[str], settings: Settings) -> float:
+    """Put the triggers back and rebuild the rollup (rows written meanwhile); seconds."""
+    con = sqlite3.connect(db_file)
+    for statement in statements:
+        con.execute(statement)
+    con.commit()
+    con.close()
+    db = Database.from_settings(settings)
+    began = time.perf_counter()
+    with db.transaction() as session:
+        ctx = ServiceContext(session=session, actor=Actor("cli", "bench"), settings=settings)
+        radius.rebuild_usage_rollup(ctx)
+    db.dispose()
+    return time.perf_counter() - began
+
+
+def postauth_rows(db: Database) -> int:
+    with db.reader() as session:
+        return int(session.scalar(select(func.count()).select_from(RadPostAuth)) or 0)
+
+
+def wait_for_login_log(db: Database, expected: int, timeout: float = 600) -> dict[str, float]:
+    """Wait until every login is in radius_postauth; the reader's backlog and its drain rate."""
+    began = time.perf_counter()
+    at_end = postauth_rows(db)
+    rows = at_end
+    while rows < expected and time.perf_counter() - began < timeout:
+        time.sleep(0.5)
+        rows = postauth_rows(db)
+    seconds = time.perf_counter() - began
+    return {
+        "logins_sent": expected,
+        "rows": rows,
+        "missing": expected - rows,
+        "backlog_at_end_of_logins": expected - at_end,
+        "drain_seconds": round(seconds, 1),
+        "drain_per_second": round((rows - at_end) / seconds, 1) if seconds else 0.0,
+    }
+
+
+def accounting_files(
+    root: Path, sessions: int, count: int, first: int = 0
+) -> tuple[list[Path], list[Path]]:
     now = int(time.time())
     starts, stops = [], []
-    for n in range(sessions):
+    for n in range(first, first + sessions):
         i = (n * 7) % count
         common = (
             f'User-Name = "{username(i)}"\nAcct-Session-Id = "bench-{n}"\n'
@@ -400,7 +503,10 @@ def accounting_files(root: Path, sessions: int, count: int) -> tuple[list[Path],
             f"Acct-Input-Octets = {n}\nAcct-Output-Octets = 1000\n"
             f"Acct-Output-Gigawords = 1\nEvent-Timestamp = {now + 600}\n\n"
         )
-    return write_batches(root / "acct-start", starts), write_batches(root / "acct-stop", stops)
+    return (
+        write_batches(root / f"acct-start-{first}", starts),
+        write_batches(root / f"acct-stop-{first}", stops),
+    )
 
 
 def main() -> int:  # noqa: PLR0915 - one run, step by step
@@ -459,25 +565,43 @@ def main() -> int:  # noqa: PLR0915 - one run, step by step
         offset = files.log.stat().st_size
         auth_port = settings.listen.radius_auth_port
         measured: dict[str, dict[str, float]] = {}
+        db = Database.from_settings(settings)
+        db_file = state / "muninet.db"
         try:
             for label, ids in (("cleartext", clear_ids), ("sha512crypt", crypt_ids)):
-                batches = write_batches(root / f"auth-{label}", auth_requests(ids))
-                for phase in ("first", "repeat"):
-                    key = f"muninet_{label}_{phase}"
-                    measured[key] = send(batches, auth_port, "auth")
-                    print(key, measured[key])
+                batches = write_batches(root / f"auth-{label}", auth_requests(ids), AUTH_BATCH)
+                cold, warm = send_cold_warm(batches, auth_port)
+                measured[f"muninet_{label}_cold"] = cold
+                measured[f"muninet_{label}_warm"] = warm
+                print(label, "cold", cold, "warm", warm)
+            results["login_log"] = wait_for_login_log(db, 2 * len(picked))
+            print("login log:", results["login_log"])
             acct_port = settings.listen.radius_acct_port
-            start_files, stop_files = accounting_files(root, args.sessions, count)
-            measured["accounting_start"] = send(start_files, acct_port, "acct")
-            print("accounting_start", measured["accounting_start"])
-            measured["accounting_stop"] = send(stop_files, acct_port, "acct")
-            print("accounting_stop", measured["accounting_stop"])
+            # Alternately without and with the rollup's triggers, a quarter each.
+            quarter = args.sessions // 4
+            acct: dict[str, list[dict[str, float]]] = {}
+            rebuilds = []
+            for n, triggers in enumerate((False, True, False, True)):
+                saved = [] if triggers else drop_rollup_triggers(db_file)
+                start_files, stop_files = accounting_files(root, quarter, count, n * quarter)
+                for kind, files_ in (("start", start_files), ("stop", stop_files)):
+                    key = f"accounting_{kind}_{'rollup' if triggers else 'no_rollup'}"
+                    acct.setdefault(key, []).append(send(files_, acct_port, "acct"))
+                    print(key, acct[key][-1])
+                if saved:
+                    rebuilds.append(restore_rollup_triggers(db_file, saved, settings))
+            for key, runs in acct.items():
+                measured[key] = _summed(
+                    [{k: int(r[k]) for k in ("approved", "denied", "lost")} for r in runs],
+                    int(sum(r["requests"] for r in runs)),
+                    sum(r["seconds"] for r in runs),
+                )
+            results["rollup_rebuild_after_accounting_seconds"] = [round(s, 2) for s in rebuilds]
         finally:
             server.stop()
             results["freeradius_log"] = log_problems(files.log, offset)
             print("FreeRADIUS log:", results["freeradius_log"])
 
-        db = Database.from_settings(settings)
         with db.reader() as session:
             stored = session.scalar(select(func.count()).select_from(RadAcct)) or 0
             closed = (
@@ -489,10 +613,10 @@ def main() -> int:  # noqa: PLR0915 - one run, step by step
                 or 0
             )
         results["accounting_check"] = {
-            "sessions_sent": args.sessions,
+            "sessions_sent": 4 * quarter,
             "radacct_rows": stored,
             "closed": closed,
-            "lost": args.sessions - closed,
+            "lost": 4 * quarter - closed,
         }
         print("radacct check:", results["accounting_check"])
 
@@ -512,15 +636,19 @@ def main() -> int:  # noqa: PLR0915 - one run, step by step
         ratios: dict[str, float] = {}
         for label in ("cleartext", "sha512crypt"):
             ref = measured[f"users_file_{label}"]["per_second"]
-            for phase in ("first", "repeat"):
+            for phase in ("cold", "warm"):
                 got = measured[f"muninet_{label}_{phase}"]["per_second"]
                 ratios[f"{label}_{phase}"] = round(got / ref, 3) if ref else 0.0
         results["ratio_vs_users_file"] = ratios
 
         if args.radacct:
-            seconds = load_radacct(state / "muninet.db", args.radacct, count)
+            saved = drop_rollup_triggers(db_file)
+            seconds = load_radacct(db_file, args.radacct, count)
             print(f"{args.radacct} radacct rows loaded in {seconds:.0f} s")
             results["radacct_load_seconds"] = round(seconds, 1)
+            rebuild = restore_rollup_triggers(db_file, saved, settings)
+            print(f"rollup rebuilt over them in {rebuild:.1f} s")
+            results["rollup_rebuild_seconds"] = round(rebuild, 1)
         with db.reader() as session:
             results["radacct_rows"] = session.scalar(select(func.count()).select_from(RadAcct))
         results["report"] = time_report(db)
@@ -547,15 +675,20 @@ def print_summary(results: dict[str, object]) -> None:
             f"{'users file (no SQL), ' + label:40} {ref['per_second']:9.0f} "
             f"{ref['denied']:8d} {ref['lost']:6d} {'1.00':>9}"
         )
-        for phase in ("first", "repeat"):
+        for phase in ("cold", "warm"):
             got = measured[f"muninet_{label}_{phase}"]
             print(
                 f"{'muninet SQL, ' + label + ', ' + phase:40} {got['per_second']:9.0f} "
                 f"{got['denied']:8d} {got['lost']:6d} {ratios[f'{label}_{phase}']:9.2f}"
             )
-    for kind in ("accounting_start", "accounting_stop"):
-        got = measured[kind]
-        print(f"{kind:40} {got['per_second']:9.0f} {got['denied']:8d} {got['lost']:6d}")
+    for kind in ("start", "stop"):
+        for mode in ("no_rollup", "rollup"):
+            got = measured[f"accounting_{kind}_{mode}"]
+            print(
+                f"{'accounting ' + kind + ', ' + mode.replace('_', ' '):40} "
+                f"{got['per_second']:9.0f} {got['denied']:8d} {got['lost']:6d}"
+            )
+    print("login log:", results["login_log"])
     print("radacct check:", results["accounting_check"])
     print("FreeRADIUS log:", results["freeradius_log"])
     print("usage report:", results["report"], "over", results["radacct_rows"], "radacct rows")

@@ -26,6 +26,7 @@ from mailhost.filters.auth import from_domains
 from mailhost.limits import ConnectionCounter, SlidingWindow, network_of
 from mailhost.maildir import MaildirStore
 from mailhost.spool import LOCAL_PREFIX, Buffer, MessageHeader, Spool, new_id
+from mailhost.stats import MailCounters
 from provisioning.audit import Actor
 from provisioning.db import Database
 from provisioning.services import dkim as dkim_keys
@@ -74,6 +75,8 @@ class Engine:
         # Content filters (ClamAV, rspamd) between DATA and 250; one per process.
         self.pipeline: Pipeline = build_pipeline(settings, domain_filters=self.domain_filters)
         self.on_queued: Callable[[], None] | None = None
+        # Mail accepted, refused, viruses, spam: counted here, flushed by server.serve.
+        self.stats = MailCounters()
         self._routes: dict[tuple[str, bool], tuple[float, Route | DeliveryError]] = {}
 
     async def run(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

@@ -2,55 +2,28 @@
 
 These commands use only the settings and the spool in `<state_dir>/spool` (all but
 `flush`, which delivers and so needs the database), so they work while the database
-is down, which is when an admin is most likely to look at a growing queue. They can
-run while the server runs: a message being delivered is locked (see
-`mailhost.queue_runner`).
+is down, which is when an admin is most likely to look at a growing queue. They read
+and change the spool through `provisioning.queue`, as the web admin does, and can run
+while the server runs: a message being delivered is locked.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
 import click
 
-from mailhost.durability import GroupCommitter
-from mailhost.queue_runner import (
-    MessageBusy,
-    QueueRunner,
-    delete_message,
-    make_due,
-)
-from mailhost.spool import QueuedMessage, Spool
+from mailhost.queue_runner import QueueRunner
+from provisioning import queue
 from provisioning.cli.app import App, emit_json, emit_table, json_option, pass_app
-from provisioning.errors import Conflict, MuninetError, NotFound
+from provisioning.errors import NotFound
+from provisioning.queue import QueuedMessage
 
 _SHOWN_HEADER_LINES = 30
-
-
-@contextmanager
-def _spool(app: App) -> Iterator[Spool]:
-    root = app.settings.state_dir / "spool"
-    root.mkdir(parents=True, exist_ok=True)
-    committer = GroupCommitter(root)
-    try:
-        yield Spool(root, committer)
-    finally:
-        committer.close()
-
-
-def _load(spool: Spool, message_id: str) -> QueuedMessage:
-    try:
-        return spool.load(message_id)
-    except KeyError:
-        raise NotFound(f"no queued message {message_id}") from None
-    except (ValueError, TypeError) as exc:
-        raise MuninetError(f"queued message {message_id} is unreadable: {exc}") from None
 
 
 def _when(timestamp: float) -> str:
@@ -79,13 +52,7 @@ def queue_group() -> None:
 @pass_app
 def list_(app: App, as_json: bool) -> None:
     """List queued messages, oldest first."""
-    with _spool(app) as spool:
-        messages = []
-        for mid in spool.ids():
-            try:
-                messages.append(spool.load(mid))
-            except (KeyError, ValueError, TypeError):
-                continue  # delivered while we looked, or torn (set aside at the next start)
+    messages = queue.open_queue(app.settings).messages()
     if as_json:
         emit_json([_message_dict(m) for m in messages])
         return
@@ -114,12 +81,12 @@ def list_(app: App, as_json: bool) -> None:
 @pass_app
 def show(app: App, message_id: str, as_json: bool) -> None:
     """Show one message: envelope, delivery state, and its first header lines."""
-    with _spool(app) as spool:
-        message = _load(spool, message_id)
-        try:
-            data = spool.read_data(message_id)
-        except FileNotFoundError:
-            raise NotFound(f"no queued message {message_id}") from None
+    spool = queue.open_queue(app.settings)
+    message = queue.get(spool, message_id)
+    try:
+        data = spool.read_data(message_id)
+    except FileNotFoundError:
+        raise NotFound(f"no queued message {message_id}") from None
     headers = _header_lines(data)
     if as_json:
         emit_json({**_message_dict(message), "headers": headers})
@@ -147,11 +114,7 @@ def show(app: App, message_id: str, as_json: bool) -> None:
 @pass_app
 def retry(app: App, message_id: str | None) -> None:
     """Make one message (or all) due now; the running server tries it on its next scan."""
-    with _spool(app) as spool:
-        try:
-            count = make_due(spool, message_id)
-        except KeyError:
-            raise NotFound(f"no queued message {message_id}") from None
+    count = queue.make_due(queue.open_queue(app.settings), message_id)
     click.echo(f"{count} message(s) due now")
 
 
@@ -160,13 +123,7 @@ def retry(app: App, message_id: str | None) -> None:
 @pass_app
 def delete(app: App, message_id: str) -> None:
     """Remove a message from the queue; its sender is not notified."""
-    with _spool(app) as spool:
-        try:
-            delete_message(spool, message_id)
-        except KeyError:
-            raise NotFound(f"no queued message {message_id}") from None
-        except MessageBusy:
-            raise Conflict(f"message {message_id} is being delivered right now") from None
+    queue.delete(queue.open_queue(app.settings), message_id)
     click.echo(f"message {message_id} deleted")
 
 
@@ -204,8 +161,7 @@ def _recipients(pending: list[str]) -> str:
 
 
 def _first_error(message: QueuedMessage) -> str:
-    errors = message.state.last_errors
-    text = next(iter(errors.values()), "")
+    text = message.last_error
     return text if len(text) <= 60 else text[:57] + "..."
 
 

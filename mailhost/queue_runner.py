@@ -24,19 +24,18 @@ at the same time, and a message being delivered is not deleted under the runner.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
 
 from mailhost.dsn import RecipientStatus, bounce
 from mailhost.errors import DeliveryError, TemporaryFailure
 from mailhost.mx import SMTP_PORT
 from mailhost.outbound import OutboundDeliverer, Result
-from mailhost.spool import LOCAL_PREFIX, QueuedMessage, Spool
+from mailhost.spool import LOCAL_PREFIX, MessageBusy, QueuedMessage, Spool
+from provisioning import queue
 from provisioning.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -74,70 +73,6 @@ class RunReport:
         if self.busy:
             text += f"; {self.busy} message(s) skipped, being delivered by another process"
         return text
-
-
-class MessageBusy(Exception):
-    """Another runner holds the message (it is being delivered right now)."""
-
-
-def _acquire(spool: Spool, message_id: str) -> int:
-    """An open descriptor holding the message's lock; KeyError if gone, MessageBusy if held."""
-    if not message_id.isalnum():
-        raise KeyError(message_id)
-    path = spool.queue / f"{message_id}.msg"
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        raise KeyError(message_id) from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise MessageBusy(message_id) from None
-    # The holder we waited for may have finished the message and removed the file.
-    try:
-        current = os.stat(path).st_ino
-    except FileNotFoundError:
-        current = -1
-    if current != os.fstat(fd).st_ino:
-        os.close(fd)
-        raise KeyError(message_id)
-    return fd
-
-
-@contextmanager
-def message_lock(spool: Spool, message_id: str) -> Iterator[None]:
-    """Hold a queued message exclusively (KeyError if it is gone, MessageBusy if taken)."""
-    fd = _acquire(spool, message_id)
-    try:
-        yield
-    finally:
-        os.close(fd)
-
-
-def make_due(spool: Spool, message_id: str | None = None) -> int:
-    """Make one message (KeyError if unknown) or all of them due now; returns how many."""
-    ids = [message_id] if message_id is not None else spool.ids()
-    count = 0
-    for mid in ids:
-        try:
-            with message_lock(spool, mid):
-                message = spool.load(mid)
-                message.state.next_attempt = 0.0
-                spool.save_state(mid, message.state)
-                count += 1
-        except MessageBusy:
-            count += 1  # being tried right now, which is what was asked
-        except KeyError:
-            if message_id is not None:
-                raise
-    return count
-
-
-def delete_message(spool: Spool, message_id: str) -> None:
-    """Remove a message without any notification (KeyError, MessageBusy)."""
-    with message_lock(spool, message_id):
-        spool.remove(message_id)
 
 
 @dataclass
@@ -202,13 +137,9 @@ class QueueRunner:
             for task in waiters:
                 task.cancel()
 
-    def retry(self, message_id: str | None = None) -> int:
-        """Make one message (KeyError if unknown) or every message due now (blocking)."""
-        return make_due(self.spool, message_id)
-
     async def flush(self, now: float | None = None) -> RunReport:
         """Make every message due and deliver them all now, in this process."""
-        await asyncio.to_thread(make_due, self.spool)
+        await asyncio.to_thread(queue.make_due, self.spool)
         return await self.run_once(now)
 
     async def run_once(self, now: float | None = None) -> RunReport:
@@ -269,7 +200,7 @@ class QueueRunner:
     def _claim(self, message_id: str, now: float) -> _Claim | None:
         """Lock, then re-read the message: another process may have moved it on."""
         try:
-            fd = _acquire(self.spool, message_id)
+            fd = self.spool.acquire(message_id)
         except KeyError:
             return None
         try:

@@ -9,6 +9,7 @@ import signal
 
 from mailhost.engine import Engine
 from mailhost.smtp import start_servers
+from mailhost.stats import CounterFlusher
 from provisioning.db import Database
 from provisioning.settings import Settings
 
@@ -48,6 +49,8 @@ async def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
     servers = await start_servers(engine, reuse_port=reuse_port)
+    counters = CounterFlusher(engine.stats, database)
+    counters.start()
     listen = settings.listen
     log.info(
         "muninet smtpd (pid %d) listening on %s: MX %d, submission %d, smtps %d",
@@ -79,5 +82,6 @@ async def serve(
         if runner_task is not None:
             await runner_task
         await engine.pipeline.aclose()
+        counters.stop()  # the last counts, after every session has ended
         engine.close()
         database.dispose()

@@ -146,6 +146,7 @@ class MuninetSMTP(SMTP):
             return
         if data is _TOO_BIG:
             self._set_post_data_state()  # type: ignore[no-untyped-call]
+            self._engine.stats.refused("552")
             await self.push("552 5.3.4 Message too big for system")
             return
         assert isinstance(data, bytearray)
@@ -273,10 +274,10 @@ class MailHandler:
     ) -> str:
         size = _size_option(mail_options)
         if size is not None and size > self.settings.smtp.max_message_size:
-            return "552 5.3.4 Message size exceeds fixed maximum message size"
+            return self._refuse("552 5.3.4 Message size exceeds fixed maximum message size")
         refusal = await self._sender_refusal(session, address)
         if refusal is not None:
-            return refusal
+            return self._refuse(refusal)
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         envelope.routes = []  # type: ignore[attr-defined]
@@ -326,11 +327,11 @@ class MailHandler:
         rcpt_options: list[str],
     ) -> str:
         if len(envelope.rcpt_tos) >= self.settings.smtp.max_recipients:
-            return "452 4.5.3 Too many recipients"
+            return self._refuse("452 4.5.3 Too many recipients")
         if self.kind == MX and not _is_postmaster(address):
             refusal = await self._dnsbl_refusal(session, address)
             if refusal is not None:
-                return refusal
+                return self._refuse(refusal)
         relay_allowed = self.kind == LOCAL or (
             self.kind == SUBMISSION and bool(session.authenticated)
         )
@@ -339,10 +340,10 @@ class MailHandler:
                 address, relay_allowed=relay_allowed, size=getattr(envelope, "declared_size", 0)
             )
         except DeliveryError as exc:
-            return reply(exc)
+            return self._refuse(reply(exc))
         except Exception:  # database down or locked, disk trouble: the client retries
             log.exception("recipient lookup for %s failed", address)
-            return TEMPORARY
+            return self._refuse(TEMPORARY)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         envelope.routes.append(route)  # type: ignore[attr-defined]
@@ -375,7 +376,7 @@ class MailHandler:
         login = session.auth_data if session.authenticated else None
         data = await self._prepare(session, envelope, envelope.original_content or b"", login)
         if isinstance(data, str):
-            return data  # refused
+            return self._refuse(data)
         routes: list[Route] = envelope.routes  # type: ignore[attr-defined]
         received = self._received(session, envelope, login)
         try:
@@ -388,10 +389,11 @@ class MailHandler:
             )
         except DeliveryError as exc:
             log.error("message from %s not stored: %s", envelope.mail_from, exc)
-            return reply(exc)
+            return self._refuse(reply(exc))
         except Exception:
             log.exception("message from %s not stored", envelope.mail_from)
-            return TEMPORARY
+            return self._refuse(TEMPORARY)
+        self.engine.stats.accepted()
         if login is not None:
             self.engine.sent_by_account.add(login)
         log.info(
@@ -448,6 +450,7 @@ class MailHandler:
             auth_user=login,
         )
         result = await self.engine.pipeline.run(message)
+        self.engine.stats.labels(label for _name, v in result.verdicts for label in v.labels)
         if not result.accepted:
             log.info(
                 "refused message from <%s> to %s: %s (%s)",
@@ -458,6 +461,11 @@ class MailHandler:
             )
             return result.reply or TEMPORARY
         return result.apply(message.data)
+
+    def _refuse(self, reply: str) -> str:
+        """A refusal, counted for the dashboard (5xx rejected, 4xx deferred)."""
+        self.engine.stats.refused(reply)
+        return reply
 
     def _received(self, session: Session, envelope: Envelope, login: str | None) -> bytes:
         protocol = (

@@ -478,11 +478,15 @@ def kick(
     *,
     timeout: float = DEFAULT_TIMEOUT,
     tries: int = DEFAULT_TRIES,
+    session_id: str | None = None,
 ) -> list[Kick]:
-    """Disconnect every open session of a subscriber (also of a removed one still online)."""
+    """Disconnect every open session of a subscriber (also of a removed one still online),
+    or only the one with `session_id`."""
     name = username.strip().lower()
     with db.reader() as session:
         online = radius.online_sessions(session, username=name)
+        if session_id is not None:
+            online = [item for item in online if item.session_id == session_id]
         known = session.scalar(select(Subscriber.id).where(Subscriber.username == name))
         if known is None and not online:
             raise NotFound(f"no subscriber {username!r}")

@@ -3,10 +3,17 @@
 The rendered directory is a complete, self-contained raddb (nothing is read from
 /etc/freeradius): `radiusd.conf` (modules, the `muninet` virtual server and its
 policy, listening on `listen.address` with `radius_auth_port`/`radius_acct_port`),
-`queries.conf` and `reply-query.conf` (rlm_sql on muninet's SQLite or PostgreSQL
-database), `clients.conf` (the `nas` table), `dictionary` (muninet's internal
-attributes) and `access_reject` (what a reject may carry). Run it with
-`freeradius -f -d <state_dir>/freeradius`; `mailhost.freeradius.FreeRadius` does.
+`queries.conf`, `reply-query.conf` and `login-log-query.conf` (rlm_sql on
+muninet's SQLite or PostgreSQL database), `clients.conf` (the `nas` table),
+`dictionary` (muninet's internal attributes) and `access_reject` (what a reject
+may carry). Run it with `freeradius -f -d <state_dir>/freeradius`;
+`mailhost.freeradius.FreeRadius` does.
+
+Login speed: the check and reply items are kept in memory by rlm_cache for
+`CACHE_TTL` seconds (a change to a subscriber takes effect at the latest that
+much later), and the login log is written to a spool file
+(`log/login-log/detail`) that FreeRADIUS's own detail reader feeds into
+`radius_postauth` beside the logins, so no login waits for a database write.
 
 SQLite: muninet keeps its database in WAL mode, and FreeRADIUS waits up to
 `database.sqlite_busy_timeout_ms` (5000 by default) for a lock. Debian's shipped
@@ -51,6 +58,15 @@ LOCAL_CLIENT = "muninet-local"
 # Access-Reject, an unanswered Accounting-Request) when no connection is free.
 # Two instances of 16 stay well inside PostgreSQL's default 100 connections.
 RADIUS_THREADS = 16
+# Seconds rlm_cache keeps a subscriber's check and reply items: the longest a
+# password change, a suspension, an expiry or a plan change waits to take effect
+# for new logins (sessions already up are not touched by any of them).
+CACHE_TTL = 10
+# Users kept at most per cache (rlm_cache_rbtree evicts the oldest beyond it).
+CACHE_ENTRIES = 200_000
+# The share (percent) of FreeRADIUS's time the login log's reader may take; it
+# reads one record at a time, so it never floods the database.
+LOGIN_LOG_LOAD_FACTOR = 100
 
 
 @dataclass(frozen=True)
@@ -150,7 +166,7 @@ def render_radius(settings: Settings, *, reject_delay: float = 1) -> RadiusFiles
     """Write the raddb under <state_dir>/freeradius from the settings and the `nas` table."""
     root = settings.state_dir / "freeradius"
     log_dir, run_dir = root / "log", root / "run"
-    for directory in (root, log_dir, run_dir):
+    for directory in (root, log_dir, run_dir, log_dir / "login-log"):
         directory.mkdir(parents=True, exist_ok=True)
     os.chmod(root, 0o700)  # it holds the NAS secrets and maybe the database password
     dialect, sqlite_file, pg = radius_sql_connect(settings.database_url)
@@ -165,6 +181,7 @@ def render_radius(settings: Settings, *, reject_delay: float = 1) -> RadiusFiles
     _write(root / "access_reject", render("freeradius/access_reject.j2"))
     _write(root / "queries.conf", render("freeradius/queries.conf.j2"))
     _write(root / "reply-query.conf", render("freeradius/reply-query.conf.j2"))
+    _write(root / "login-log-query.conf", render("freeradius/login-log-query.conf.j2"))
     config = root / "radiusd.conf"
     _write(
         config,
@@ -181,6 +198,9 @@ def render_radius(settings: Settings, *, reject_delay: float = 1) -> RadiusFiles
             busy_timeout=settings.database.sqlite_busy_timeout_ms,
             pg=pg,
             threads=RADIUS_THREADS,
+            cache_ttl=CACHE_TTL,
+            cache_entries=CACHE_ENTRIES,
+            login_log_load_factor=LOGIN_LOG_LOAD_FACTOR,
             listen_address="*"
             if settings.listen.address in ("0.0.0.0", "")  # noqa: S104 - the setting's own value
             else settings.listen.address,

@@ -171,6 +171,14 @@ class DnsblSettings(_Section):
     check_loopback: bool
 
 
+class AdminSettings(_Section):
+    secret_key: str
+    insecure_cookies: bool
+    trusted_proxies: int = Field(ge=0)
+    session_idle_minutes: int = Field(ge=1)
+    session_hours: int = Field(ge=1)
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
@@ -219,6 +227,7 @@ class Settings(_Section):
     dns: DnsSettings
     sender_auth: SenderAuthSettings
     dnsbl: DnsblSettings
+    admin: AdminSettings
     logging: LoggingSettings
     antivirus: AntivirusSettings
     spam: SpamSettings

@@ -5,10 +5,17 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Callable
+from contextlib import AbstractContextManager
+from datetime import datetime
 
 from test_cli import ok, refused
 
+from provisioning.models import RadAcct
+from provisioning.services import members, plans, subscribers
+from provisioning.services.context import ServiceContext
+
 Cli = Callable[..., subprocess.CompletedProcess[str]]
+Unit = Callable[[], AbstractContextManager[ServiceContext]]
 
 
 def test_plans_nas_subscribers_and_usage(cli: Cli) -> None:
@@ -64,3 +71,45 @@ def test_plans_nas_subscribers_and_usage(cli: Cli) -> None:
     ok(cli("subscriber", "suspend", "szkola.glusk", "--reason", "unpaid"))
     usage = json.loads(ok(cli("usage", "--month", "2026-01", "--json")))
     assert usage == {"month": "2026-01", "subscribers": [], "members": {}}
+
+
+def test_usage_of_one_subscriber_by_day(cli: Cli, unit: Unit) -> None:
+    with unit() as ctx:
+        members.create(ctx, "glusk", "Gmina Głusk", max_lines=2)
+        plans.create(ctx, "dsl-8", download_bps=8_000_000, upload_bps=1_000_000)
+        subscribers.create(ctx, "szkola.glusk", "glusk", "dsl-8", password="a long password 1")
+        # Two sessions on 3 March, one on 5 March (local time), one in April: not counted.
+        for number, (day, month, seconds, down) in enumerate(
+            [(3, 3, 600, 2**20), (3, 3, 60, 2**20), (5, 3, 30, 2**30), (1, 4, 99, 7)]
+        ):
+            start = int(datetime(2026, month, day, 12, 0).timestamp())
+            ctx.session.add(
+                RadAcct(
+                    acctsessionid=f"s{number}",
+                    acctuniqueid=f"u{number}",
+                    username="szkola.glusk",
+                    nasipaddress="192.0.2.1",
+                    acctstarttime=start,
+                    acctupdatetime=start + seconds,
+                    acctstoptime=start + seconds,
+                    acctsessiontime=seconds,
+                    acctinputoctets=1000,
+                    acctoutputoctets=down,
+                )
+            )
+    daily = json.loads(
+        ok(cli("usage", "--subscriber", "Szkola.Glusk", "--month", "2026-03", "--json"))
+    )
+    assert daily["username"] == "szkola.glusk"
+    assert {
+        day: (r["sessions"], r["session_time"], r["output_octets"])
+        for day, r in daily["days"].items()
+    } == {
+        "2026-03-03": (2, 660, 2 * 2**20),
+        "2026-03-05": (1, 30, 2**30),
+    }
+    table = ok(cli("usage", "--subscriber", "szkola.glusk", "--month", "2026-03"))
+    lines = {line.split()[0]: line.split() for line in table.splitlines()[1:]}
+    assert lines["2026-03-03"][1:] == ["2", "11m", "2M", "2.0K", "2.0M"], table
+    assert lines["2026-03-05"][1] == "1" and lines["2026-03-05"][3] == "1G", table
+    refused(cli("usage", "--subscriber", "nobody"), "no subscriber 'nobody'")

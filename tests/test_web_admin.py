@@ -5,83 +5,19 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+import subprocess
+import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 from flask import Flask
-from flask.testing import FlaskClient
-from sqlalchemy import select
-from werkzeug.test import TestResponse
+from web import PASSWORD, SAME_FAILURE, Browser, Unit, audit, messages
 
 from admin_ui import create_app
-from provisioning.models import AuditEvent
-from provisioning.services import admins, domains, mail_rules, mailboxes, members
-from provisioning.services.context import ServiceContext
-from provisioning.settings import Settings
+from provisioning.services import admins, mail_rules, mailboxes, members
+from provisioning.settings import Settings, load_settings
 
-Unit = Callable[[], AbstractContextManager[ServiceContext]]
-PASSWORD = "correct horse battery"
-SAME_FAILURE = "Wrong username or password."
-BASE = "https://admin.example"
-
-
-class Browser:
-    """A test client that speaks https, sends a same-origin Referer and fills in CSRF tokens."""
-
-    def __init__(self, app: Flask, address: str = "192.0.2.10") -> None:
-        self.client: FlaskClient = app.test_client()
-        self.address = address
-
-    def _kw(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        headers = {"Referer": f"{BASE}/", **kwargs.pop("headers", {})}
-        environ = {"REMOTE_ADDR": self.address, **kwargs.pop("environ_base", {})}
-        return {"base_url": BASE, "headers": headers, "environ_base": environ, **kwargs}
-
-    def get(self, path: str, **kwargs: Any) -> TestResponse:
-        return self.client.get(path, **self._kw(kwargs))
-
-    def post(self, path: str, data: dict[str, str], **kwargs: Any) -> TestResponse:
-        return self.client.post(path, data=data, **self._kw(kwargs))
-
-    def token(self, page: str = "/login") -> str:
-        found = re.search(rb'name="csrf_token" value="([^"]+)"', self.get(page).data)
-        assert found, page
-        return found.group(1).decode()
-
-    def submit(self, page: str, action: str, data: dict[str, str]) -> TestResponse:
-        return self.post(action, {"csrf_token": self.token(page), **data})
-
-    def login(self, username: str, password: str = PASSWORD) -> TestResponse:
-        return self.submit("/login", "/login", {"username": username, "password": password})
-
-
-@pytest.fixture
-def app(settings: Settings, unit: Unit) -> Flask:
-    with unit() as ctx:
-        for slug, name in [("alfa", "Gmina Alfa"), ("beta", "Община Бета")]:
-            members.create(ctx, slug, name, max_mailboxes=3, mail_quota=3 * 2**30)
-            domains.create(ctx, f"{slug}.example", member_slug=slug)
-            mailboxes.create(ctx, f"biuro@{slug}.example", slug, password=PASSWORD)
-            admins.create(ctx, f"admin-{slug}", PASSWORD, member_slug=slug)
-        admins.create(ctx, "root", PASSWORD)
-    return create_app(settings, environ={})
-
-
-@pytest.fixture
-def browser(app: Flask) -> Browser:
-    return Browser(app)
-
-
-def messages(response: TestResponse) -> list[str]:
-    return re.findall(r'<p class="flash [a-z]+">([^<]*)</p>', response.get_data(as_text=True))
-
-
-def audit(unit: Unit, action: str) -> list[AuditEvent]:
-    with unit() as ctx:
-        return list(ctx.session.scalars(select(AuditEvent).where(AuditEvent.action == action)))
+pytest_plugins = ["web"]
 
 
 def test_logged_out_user_is_sent_to_login(browser: Browser) -> None:
@@ -280,17 +216,19 @@ def test_security_headers_everywhere(browser: Browser) -> None:
     assert browser.get("/login").headers["Cache-Control"] == "no-store"
 
 
-def test_secret_key_is_made_once_and_private(app: Flask, settings: Settings) -> None:
+def test_secret_key_is_made_once_and_private(
+    app: Flask, settings: Settings, env: dict[str, str]
+) -> None:
     path = Path(settings.state_dir) / "admin-secret-key"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    again = create_app(settings, environ={})
+    again = create_app(settings)
     assert again.config["SECRET_KEY"] == app.config["SECRET_KEY"] == path.read_text().strip()
-    configured = create_app(settings, environ={"ADMIN_UI_SECRET_KEY": "k" * 40})
+    configured = create_app(load_settings({**env, "MUNINET_ADMIN__SECRET_KEY": "k" * 40}))
     assert configured.config["SECRET_KEY"] == "k" * 40
 
 
-def test_insecure_cookies_for_plain_http_development(settings: Settings) -> None:
-    app = create_app(settings, environ={"ADMIN_UI_INSECURE_COOKIES": "1"})
+def test_insecure_cookies_for_plain_http_development(env: dict[str, str]) -> None:
+    app = create_app(load_settings({**env, "MUNINET_ADMIN__INSECURE_COOKIES": "true"}))
     client = app.test_client()
     found = re.search(rb'name="csrf_token" value="([^"]+)"', client.get("/login").data)
     assert found
@@ -404,10 +342,10 @@ def test_login_returns_to_the_page_asked_for_on_this_site_only(browser: Browser)
         assert response.location == "/", target
 
 
-def test_sliding_window_forgets_old_events() -> None:
+def test_sliding_window_forgets_old_events(tmp_path: Path) -> None:
     from admin_ui.security import SlidingWindow
 
-    window = SlidingWindow(limit=2, window=60)
+    window = SlidingWindow(tmp_path / "limits.sqlite", "test", limit=2, window=60)
     window.hit("a", now=0)
     window.hit("a", now=30)
     assert window.blocked("a", now=59) and not window.blocked("b", now=59)
@@ -416,3 +354,18 @@ def test_sliding_window_forgets_old_events() -> None:
     assert window.blocked("a", now=62)
     window.reset("a")
     assert not window.blocked("a", now=62)
+
+
+def test_login_limits_are_shared_by_worker_processes(app: Flask, settings: Settings) -> None:
+    """Failures counted in other gunicorn workers (other processes) count here too."""
+    script = (
+        "import sys, time\n"
+        "from admin_ui.security import SlidingWindow\n"
+        "w = SlidingWindow(__import__('pathlib').Path(sys.argv[1]), 'admin', 5, 900)\n"
+        "for _ in range(5): w.hit('admin-beta')\n"
+    )
+    limits_file = Path(settings.state_dir) / "admin-login-limits.sqlite"
+    subprocess.run([sys.executable, "-c", script, str(limits_file)], check=True, timeout=60)
+    assert stat.S_IMODE(os.stat(limits_file).st_mode) == 0o600
+    response = Browser(app, "198.51.100.7").login("admin-beta")
+    assert response.status_code == 429

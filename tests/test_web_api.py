@@ -160,7 +160,7 @@ def app(settings: Settings, unit: Unit) -> Flask:
             aliases.create(ctx, f"info@{slug}.example", [f"biuro@{slug}.example"])
             admins.create(ctx, f"admin-{slug}", PASSWORD, member_slug=slug)
         admins.create(ctx, "root", PASSWORD)
-    return create_app(settings, environ={})
+    return create_app(settings)
 
 
 @pytest.fixture

@@ -96,6 +96,11 @@ def _register_builtin() -> None:
         cli.add_command(command)
     domains.domain_group.add_command(domain_check.check_command)
 
+    from provisioning.cli import apply, render
+
+    for command in (*render.COMMANDS, *apply.COMMANDS):
+        cli.add_command(command)
+
 
 _register_builtin()
 

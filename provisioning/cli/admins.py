@@ -52,6 +52,16 @@ def list_(app: App, as_json: bool) -> None:
     )
 
 
+@admin_group.command("totp-reset")
+@click.argument("username")
+@pass_app
+def totp_reset(app: App, username: str) -> None:
+    """Switch off an admin's second factor (lost phone); they log in with the password."""
+    with app.transaction() as ctx:
+        admin = admins.totp_reset(ctx, username)
+    click.echo(f"second factor of {admin.username} switched off")
+
+
 @click.group("token")
 def token_group() -> None:
     """Manage API tokens."""

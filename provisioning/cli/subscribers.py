@@ -572,11 +572,17 @@ def sessions_command(app: App, member_slug: str | None, as_json: bool) -> None:
 @click.command("usage")
 @click.option("--member", "member_slug", help="Only this member's subscribers.")
 @click.option("--month", help="YYYY-MM; default: this month.")
+@click.option("--subscriber", "username", help="One subscriber's usage per day instead.")
 @json_option
 @pass_app
-def usage_command(app: App, member_slug: str | None, month: str | None, as_json: bool) -> None:
-    """A month's usage per subscriber (top users first) and per member."""
+def usage_command(
+    app: App, member_slug: str | None, month: str | None, username: str | None, as_json: bool
+) -> None:
+    """A month's usage per subscriber (top users first) and per member, or one line's days."""
     year, number = radius.parse_month(month)
+    if username is not None:
+        _daily_usage(app, username, year, number, as_json)
+        return
     with app.reader() as session:
         report = radius.usage(session, year, number, member_slug)
     if as_json:
@@ -607,6 +613,38 @@ def usage_command(app: App, member_slug: str | None, month: str | None, as_json:
                 for slug, r in sorted(report.members.items())
             ],
         )
+
+
+def _daily_usage(app: App, username: str, year: int, month: int, as_json: bool) -> None:
+    with app.reader() as session:
+        subscriber = subscribers.get(session, username)
+        days = radius.daily_usage(session, subscriber.username, year, month)
+    if as_json:
+        emit_json(
+            {
+                "month": f"{year:04d}-{month:02d}",
+                "username": subscriber.username,
+                "days": {
+                    f"{year:04d}-{month:02d}-{day:02d}": r.as_dict() for day, r in days.items()
+                },
+            }
+        )
+        return
+    click.echo(f"usage of {subscriber.username} in {year:04d}-{month:02d}, by day")
+    emit_table(
+        ["day", "sessions", "time", "down", "up", "total"],
+        [
+            (
+                f"{year:04d}-{month:02d}-{day:02d}",
+                r.sessions,
+                _duration_text(r.session_time),
+                format_size(r.output_octets),
+                format_size(r.input_octets),
+                format_size(r.total_octets),
+            )
+            for day, r in days.items()
+        ],
+    )
 
 
 # -- cap enforcement ----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from provisioning.models.radius import (
     Subscriber,
     SubscriberStatus,
 )
+from provisioning.models.stats import MailCounter
 
 __all__ = [
     "AdminUser",
@@ -49,3 +50,4 @@ __all__ += [
     "SubscriberStatus",
 ]
 __all__ += ["DkimAlgorithm", "DkimKey", "DkimKeyStatus"]
+__all__ += ["MailCounter"]

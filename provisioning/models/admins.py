@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, String
+from sqlalchemy import Boolean, ForeignKey, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from provisioning.models.base import Base, Timestamps
@@ -12,7 +12,13 @@ from provisioning.models.members import Member
 
 
 class AdminUser(Timestamps, Base):
-    """A superadmin (member_id NULL) or a member's delegated admin (scoped to one member)."""
+    """A superadmin (member_id NULL) or a member's delegated admin (scoped to one member).
+
+    The optional second factor: `totp_secret` (base32, RFC 6238) is set at enrolment and
+    asked for at login only once `totp_enabled` (the admin confirmed a code from the
+    app); `totp_last_step` is the time step of the last accepted code, so a code
+    cannot be used twice.
+    """
 
     __tablename__ = "admin_users"
 
@@ -24,6 +30,9 @@ class AdminUser(Timestamps, Base):
     )
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     last_login_at: Mapped[datetime | None]
+    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    totp_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    totp_last_step: Mapped[int | None] = mapped_column(Integer)
 
     member: Mapped[Member | None] = relationship()
 

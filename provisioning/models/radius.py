@@ -258,3 +258,37 @@ class RadPostAuth(Base):
     nasipaddress: Mapped[str] = mapped_column(String(45), default="")
     callingstationid: Mapped[str] = mapped_column(Text, default="")
     authdate: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class UsageMonth(Base):
+    """A calendar month in muninet's local time, as epoch bounds (migration 0008 fills them).
+
+    The rollup's month key: SQL cannot compute local-time months the same way on
+    SQLite and PostgreSQL, so the `radacct` triggers look the month up here.
+    """
+
+    __tablename__ = "usage_months"
+
+    month_start: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    month_end: Mapped[int] = mapped_column(BigInteger)
+    month: Mapped[str] = mapped_column(String(7), unique=True)  # "YYYY-MM"
+
+
+class RadAcctMonthly(Base):
+    """`radacct` summed per user name and month of the session's start (the usage rollup).
+
+    Kept equal to those sums by triggers on `radacct` (migration 0008), in the
+    same transaction as each accounting write; open sessions count with their
+    last interim values. A row can reach 0 sessions (a session moved or deleted).
+    """
+
+    __tablename__ = "radacct_monthly"
+
+    username: Mapped[str] = mapped_column(Text, primary_key=True)
+    month_start: Mapped[int] = mapped_column(
+        BigInteger, primary_key=True, autoincrement=False, index=True
+    )
+    sessions: Mapped[int] = mapped_column(BigInteger)
+    session_time: Mapped[int] = mapped_column(BigInteger)
+    input_octets: Mapped[int] = mapped_column(BigInteger)
+    output_octets: Mapped[int] = mapped_column(BigInteger)

@@ -212,3 +212,44 @@ def set_status(ctx: ServiceContext, slug: str, status: MemberStatus, reason: str
         "member.status", member.slug, status=status.value, previous=previous.value, reason=reason
     )
     return member
+
+
+def set_details(
+    ctx: ServiceContext,
+    slug: str,
+    *,
+    name: str,
+    kind: str,
+    contact_name: str,
+    contact_email: str,
+    contact_phone: str,
+    contract_number: str,
+    contract_start: date | None,
+    contract_end: date | None,
+) -> Member:
+    """Set a member's name, kind, contact and contract (not its slug or package).
+
+    Every field is given (a form sends them all); only the ones that change are audited.
+    """
+    member = get(ctx.session, slug, for_update=True)
+    _check_contract(contract_start, contract_end)
+    wanted: dict[str, object] = {
+        "name": _check_text(name, "member name", 200, required=True),
+        "kind": parse_kind(kind),
+        "contact_name": _check_text(contact_name, "contact name", 200),
+        "contact_email": parse_destination(contact_email) if contact_email.strip() else "",
+        "contact_phone": _check_text(contact_phone, "contact phone", 40),
+        "contract_number": _check_text(contract_number, "contract number", 100),
+        "contract_start": contract_start,
+        "contract_end": contract_end,
+    }
+    changes = {field: value for field, value in wanted.items() if getattr(member, field) != value}
+    for field, value in changes.items():
+        setattr(member, field, value)
+    if changes:
+        shown = {
+            field: value.isoformat() if isinstance(value, date) else value
+            for field, value in changes.items()
+        }
+        ctx.audit("member.details", member.slug, **shown)
+    return member

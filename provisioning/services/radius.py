@@ -5,6 +5,13 @@ times are epoch seconds and octets include the gigawords. A month's usage is the
 sum over the sessions that started in that month, in the server's local time: the
 same rule the FreeRADIUS monthly counters (sqlcounter, `reset = monthly`) apply
 at login, so the report and the cap always agree.
+
+Those monthly sums are kept in `radacct_monthly` by triggers on `radacct`
+(migration 0008), in the same transaction as each accounting write, keyed by
+the months of `usage_months`. `usage` and `over_cap_sessions` read them instead
+of every session of the month whenever the month's stored bounds are the ones
+`month_bounds` computes here (else, e.g. after a time zone change, they sum
+`radacct` as before, and `rebuild_usage_rollup` brings the rollup back).
 """
 
 from __future__ import annotations
@@ -13,10 +20,10 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
-from sqlalchemy import func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, case, delete, func, insert, or_, select, text, update
+from sqlalchemy.orm import Session, aliased
 
 from provisioning.errors import ValidationError
 from provisioning.models import (
@@ -27,6 +34,7 @@ from provisioning.models import (
     ServicePlan,
     Subscriber,
 )
+from provisioning.models.radius import RadAcctMonthly, UsageMonth
 from provisioning.services import members, plans
 from provisioning.services import nas as nas_service
 from provisioning.services.context import ServiceContext
@@ -169,11 +177,37 @@ def _sum_rows(label: str, member: str | None, rows: Iterable[UsageRow]) -> Usage
     )
 
 
-def usage(session: Session, year: int, month: int, member_slug: str | None = None) -> UsageReport:
-    """One month's usage per subscriber (top users first) and per member."""
-    start, end = month_bounds(year, month)
+def rollup_covers(session: Session, start: int, end: int) -> bool:
+    """Whether `radacct_monthly` holds the month [start, end) (same bounds as computed here)."""
+    stored = session.scalar(select(UsageMonth.month_end).where(UsageMonth.month_start == start))
+    return stored == end
+
+
+def _usage_query(session: Session, start: int, end: int) -> Select[str, str, int, int, int, int]:
+    """(username, member slug, sessions, seconds, octets in, octets out), top users first."""
+    if rollup_covers(session, start, end):
+        rolled = RadAcctMonthly
+        return (
+            select(
+                rolled.username,
+                Member.slug,
+                rolled.sessions,
+                rolled.session_time,
+                rolled.input_octets,
+                rolled.output_octets,
+            )
+            .outerjoin(Subscriber, Subscriber.username == rolled.username)
+            .outerjoin(Member, Member.id == Subscriber.member_id)
+            .where(rolled.month_start == start, rolled.sessions > 0)
+            .order_by((rolled.input_octets + rolled.output_octets).desc(), rolled.username)
+        )
+    return _usage_from_radacct(start, end)
+
+
+def _usage_from_radacct(start: int, end: int) -> Select[str, str, int, int, int, int]:
+    """The same sums over every session of the month (no rollup for it)."""
     total = func.sum(RadAcct.acctinputoctets + RadAcct.acctoutputoctets)
-    query = (
+    return (
         select(
             RadAcct.username,
             Member.slug,
@@ -188,18 +222,32 @@ def usage(session: Session, year: int, month: int, member_slug: str | None = Non
         .group_by(RadAcct.username, Member.slug)
         .order_by(total.desc(), RadAcct.username)
     )
+
+
+def usage(
+    session: Session,
+    year: int,
+    month: int,
+    member_slug: str | None = None,
+    *,
+    rollup: bool = True,
+) -> UsageReport:
+    """One month's usage per subscriber (top users first) and per member.
+
+    From the monthly rollup when it covers the month; `rollup=False` sums
+    `radacct` itself (the same result, slower: for checks and comparisons).
+    """
+    start, end = month_bounds(year, month)
+    query = _usage_query(session, start, end) if rollup else _usage_from_radacct(start, end)
     if member_slug is not None:
         query = query.where(Subscriber.member_id == members.get(session, member_slug).id)
+    # Core rows, positional: ~40,000 rows a month, where the ORM's result
+    # handling and keyword construction would cost more than the query itself.
     rows = [
-        UsageRow(
-            username=username,
-            member=slug,
-            sessions=int(count),
-            session_time=int(seconds),
-            input_octets=int(octets_in),
-            output_octets=int(octets_out),
+        UsageRow(username, slug, int(count), int(seconds), int(octets_in), int(octets_out))
+        for username, slug, count, seconds, octets_in, octets_out in session.connection().execute(
+            query
         )
-        for username, slug, count, seconds, octets_in, octets_out in session.execute(query)
     ]
     report = UsageReport(year=year, month=month, rows=rows)
     by_member: dict[str, list[UsageRow]] = {}
@@ -237,6 +285,63 @@ def daily_usage(session: Session, username: str, year: int, month: int) -> dict[
             )
         )
     return {day: _sum_rows(username, None, entries) for day, entries in sorted(days.items())}
+
+
+def rebuild_usage_rollup(ctx: ServiceContext, first_year: int = 2000, last_year: int = 2099) -> int:
+    """Refill `usage_months` in this process's time zone and recompute `radacct_monthly`.
+
+    Needed only after a time zone change (the triggers keep the rollup otherwise).
+    Holds off accounting writes while it runs (SQLite: the write lock; PostgreSQL:
+    a SHARE lock on radacct), so that none is counted twice or missed. Returns
+    the number of rollup rows.
+    """
+    session = ctx.session
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("LOCK TABLE radacct IN SHARE MODE"))
+    session.execute(delete(RadAcctMonthly))
+    session.execute(delete(UsageMonth))
+    session.execute(
+        insert(UsageMonth),
+        [
+            {"month_start": start, "month_end": end, "month": f"{year:04d}-{month:02d}"}
+            for year in range(first_year, last_year + 1)
+            for month in range(1, 13)
+            for start, end in [month_bounds(year, month)]
+        ],
+    )
+    month = aliased(UsageMonth)
+    sums = (
+        select(
+            RadAcct.username,
+            month.month_start,
+            func.count(),
+            func.sum(RadAcct.acctsessiontime),
+            func.sum(RadAcct.acctinputoctets),
+            func.sum(RadAcct.acctoutputoctets),
+        )
+        .join(
+            RadAcct,
+            (RadAcct.acctstarttime >= month.month_start)
+            & (RadAcct.acctstarttime < month.month_end),
+        )
+        .group_by(RadAcct.username, month.month_start)
+    )
+    session.execute(
+        insert(RadAcctMonthly).from_select(
+            [
+                "username",
+                "month_start",
+                "sessions",
+                "session_time",
+                "input_octets",
+                "output_octets",
+            ],
+            sums,
+        )
+    )
+    rows = int(session.scalar(select(func.count()).select_from(RadAcctMonthly)) or 0)
+    ctx.audit("radius.rollup", "radacct_monthly", rows=rows, first=first_year, last=last_year)
+    return rows
 
 
 def close_stale_sessions(
@@ -278,20 +383,28 @@ def over_cap_sessions(session: Session, *, now: float | None = None) -> list[Ove
     """Open sessions past their plan's monthly cap (sqlcounter checks only at login)."""
     moment = datetime.fromtimestamp(now if now is not None else time.time())
     start, end = month_bounds(moment.year, moment.month)
-    used = (
-        select(
-            RadAcct.username.label("username"),
-            func.sum(RadAcct.acctinputoctets + RadAcct.acctoutputoctets).label("octets"),
-            func.sum(RadAcct.acctsessiontime).label("seconds"),
+    used: Select[str, int, int]
+    if rollup_covers(session, start, end):
+        used = select(
+            RadAcctMonthly.username.label("username"),
+            (RadAcctMonthly.input_octets + RadAcctMonthly.output_octets).label("octets"),
+            RadAcctMonthly.session_time.label("seconds"),
+        ).where(RadAcctMonthly.month_start == start, RadAcctMonthly.sessions > 0)
+    else:
+        used = (
+            select(
+                RadAcct.username.label("username"),
+                func.sum(RadAcct.acctinputoctets + RadAcct.acctoutputoctets).label("octets"),
+                func.sum(RadAcct.acctsessiontime).label("seconds"),
+            )
+            .where(RadAcct.acctstarttime >= start, RadAcct.acctstarttime < end)
+            .group_by(RadAcct.username)
         )
-        .where(RadAcct.acctstarttime >= start, RadAcct.acctstarttime < end)
-        .group_by(RadAcct.username)
-        .subquery()
-    )
+    per_user = used.subquery()
     rows = session.execute(
-        select(Subscriber.username, ServicePlan, used.c.octets, used.c.seconds)
+        select(Subscriber.username, ServicePlan, per_user.c.octets, per_user.c.seconds)
         .join(ServicePlan, ServicePlan.id == Subscriber.plan_id)
-        .join(used, used.c.username == Subscriber.username)
+        .join(per_user, per_user.c.username == Subscriber.username)
         .where(
             or_(
                 ServicePlan.data_cap_bytes.is_not(None),
@@ -322,3 +435,53 @@ def over_cap_sessions(session: Session, *, now: float | None = None) -> list[Ove
                 )
             )
     return result
+
+
+@dataclass(frozen=True)
+class DayTraffic:
+    day: date
+    input_octets: int
+    output_octets: int
+
+    @property
+    def total_octets(self) -> int:
+        return self.input_octets + self.output_octets
+
+
+def daily_traffic(
+    session: Session, days: int = 14, member_slug: str | None = None, today: date | None = None
+) -> list[DayTraffic]:
+    """Subscriber traffic per day of the last `days` days, oldest first (dashboard chart).
+
+    A session counts on the local day it started, as in the monthly reports. One
+    query: the day is a CASE over the days' boundaries, so the index on the start
+    time is used and no row is read into Python.
+    """
+    today = today or date.today()
+    starts = [
+        int(
+            datetime.combine(today - timedelta(days=days - 1 - n), datetime.min.time())
+            .astimezone()
+            .timestamp()
+        )
+        for n in range(days + 1)
+    ]
+    bucket = case(*((RadAcct.acctstarttime < starts[n + 1], n) for n in range(days)), else_=days)
+    query = (
+        select(
+            bucket,
+            func.coalesce(func.sum(RadAcct.acctinputoctets), 0),
+            func.coalesce(func.sum(RadAcct.acctoutputoctets), 0),
+        )
+        .where(RadAcct.acctstarttime >= starts[0], RadAcct.acctstarttime < starts[-1])
+        .group_by(bucket)
+    )
+    if member_slug is not None:
+        member_id = members.get(session, member_slug).id
+        query = query.join(Subscriber, Subscriber.username == RadAcct.username).where(
+            Subscriber.member_id == member_id
+        )
+    found = {int(n): (int(i), int(o)) for n, i, o in session.execute(query)}
+    return [
+        DayTraffic(today - timedelta(days=days - 1 - n), *found.get(n, (0, 0))) for n in range(days)
+    ]
