@@ -25,6 +25,7 @@ import pytest
 from pyrad import packet, server
 from pyrad.dictionary import Dictionary
 from sqlalchemy import select as sql_select
+from sqlalchemy import update
 from test_cli import ok, refused
 
 from mailhost.maintenance import Maintenance
@@ -373,8 +374,22 @@ def test_cli_enforce_and_kick(
         _provision(ctx, fake_nas.port)
     open_session(db, "cap.user", "c-1", 2 * GIB)
     open_session(db, "light.user", "c-2", 10)
+    open_session(db, "light.user", "c-stale", 10)
+    with db.transaction() as session:  # its NAS went silent an hour ago
+        session.execute(
+            update(RadAcct)
+            .where(RadAcct.acctsessionid == "c-stale")
+            .values(acctupdatetime=RadAcct.acctupdatetime - 3600)
+        )
     out = ok(cli("radius", "enforce"))
-    assert out.strip() == "disconnect cap.user session c-1 at nas-a (data cap): ACK"
+    assert out.strip().splitlines() == [
+        "closed 1 stale session(s)",
+        "disconnect cap.user session c-1 at nas-a (data cap): ACK",
+    ]
+    with db.reader() as session:
+        stale = session.scalars(sql_select(RadAcct).where(RadAcct.acctsessionid == "c-stale")).one()
+        assert stale.acctterminatecause == "Stale-Session"
+        assert stale.acctstoptime == stale.acctupdatetime
     fake_nas.answers[packet.DisconnectRequest] = "nak"
     result = cli("subscriber", "kick", "light.user")
     assert "session c-2 at nas-a: NAK (Session-Context-Not-Found)" in result.stdout

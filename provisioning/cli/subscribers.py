@@ -659,16 +659,24 @@ def radius_group() -> None:
 @click.option("--dry-run", is_flag=True, help="Show what would be sent, send nothing.")
 @pass_app
 def radius_enforce(app: App, dry_run: bool) -> None:
-    """Disconnect or throttle (CoA) sessions past their monthly cap.
+    """Close stale sessions, then disconnect or throttle (CoA) sessions past their cap.
 
-    A session of a `reject` plan, or past its time cap, gets a Disconnect-Request; a
-    `throttle` plan's session a CoA-Request with the fair-use rate. FreeRADIUS checks
-    the caps only at login; `muninet run` does this every round, a systemd timer can
-    run this command in production.
+    A session with no accounting for twice the interim interval is closed first (its
+    NAS lost it: it would block Simultaneous-Use forever). Then a session of a
+    `reject` plan, or past its time cap, gets a Disconnect-Request; a `throttle`
+    plan's session a CoA-Request with the fair-use rate. FreeRADIUS checks the caps
+    only at login; `muninet run` does this every round, and in production the
+    deployment's systemd timer (muninet-radius-enforce.timer) runs this command.
     """
     from provisioning.audit import Actor
     from provisioning.radius_coa import enforce
+    from provisioning.services import radius
 
+    if not dry_run:
+        with app.transaction() as ctx:
+            closed = radius.close_stale_sessions(ctx)
+        if closed:
+            click.echo(f"closed {closed} stale session(s)")
     done = enforce(app.database(), Actor.cli(), dry_run=dry_run)
     if not done:
         click.echo("no open session is past its cap")
