@@ -4,6 +4,9 @@ The catalogues are the `.po` files in `admin_ui/translations`; they are compiled
 `.mo` at app start into `<state_dir>/admin-ui/translations` (only when a `.po` is newer),
 so a fresh clone needs no build step and the source tree may be read-only.
 The language comes from the switch (kept in the session), else from Accept-Language.
+The services' refusals are English %-templates with parameters (provisioning.errors);
+`error_text` shows them in the page's language (their msgids are extracted by the class
+names, see babel.cfg).
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from flask import Flask, session
 from flask import request as flask_request
-from flask_babel import Babel, format_datetime, format_decimal
+from flask_babel import Babel, format_datetime, format_decimal, gettext
+
+from provisioning.errors import MuninetError, Term
 
 SOURCE = Path(__file__).resolve().parent / "translations"
 LANGUAGES = {"en": "English", "pl": "Polski", "bg": "Български"}
@@ -44,6 +49,31 @@ def select_locale() -> str:
     if isinstance(chosen, str) and chosen in LANGUAGES:
         return chosen
     return flask_request.accept_languages.best_match(list(LANGUAGES), default=DEFAULT) or DEFAULT
+
+
+def error_text(exc: Exception) -> str:
+    """What the page shows for a refusal: a MuninetError's template translated and filled in.
+
+    Parameters that are `Term`s (field names) are translated too. A template that is not in
+    the catalogue (e.g. a library's text) comes back as it is; if a translation does not fit
+    its parameters, the English message is shown rather than an error page. Other exceptions
+    (the forms' InvalidForm) carry text that is already translated.
+    """
+    if not isinstance(exc, MuninetError):
+        return str(exc)
+    if not exc.template:  # gettext("") is the catalogue's header
+        return exc.message
+    template = str(gettext(exc.template))
+    if not exc.params:
+        return template
+    params = {
+        name: str(gettext(value)) if isinstance(value, Term) else value
+        for name, value in exc.params.items()
+    }
+    try:
+        return template % params
+    except (KeyError, TypeError, ValueError):
+        return exc.message
 
 
 def size(value: int) -> str:

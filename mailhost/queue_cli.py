@@ -86,7 +86,7 @@ def show(app: App, message_id: str, as_json: bool) -> None:
     try:
         data = spool.read_data(message_id)
     except FileNotFoundError:
-        raise NotFound(f"no queued message {message_id}") from None
+        raise NotFound("no queued message %(message_id)s", message_id=message_id) from None
     headers = _header_lines(data)
     if as_json:
         emit_json({**_message_dict(message), "headers": headers})

@@ -63,15 +63,23 @@ def parse_domain(text: str) -> DomainName:
         ascii_name = idna.encode(raw, uts46=True).decode("ascii").lower()
         unicode_name = idna.decode(ascii_name)
     except (idna.IDNAError, UnicodeError) as exc:
-        raise ValidationError(f"invalid domain name {text!r}: {exc}") from exc
+        raise ValidationError(
+            "invalid domain name %(text)r: %(reason)s", text=text, reason=str(exc)
+        ) from exc
     labels = ascii_name.split(".")
     if len(labels) < 2:
-        raise ValidationError(f"invalid domain name {text!r}: it needs at least two labels")
+        raise ValidationError(
+            "invalid domain name %(text)r: it needs at least two labels", text=text
+        )
     if len(ascii_name) > MAX_DOMAIN:
-        raise ValidationError(f"invalid domain name {text!r}: longer than {MAX_DOMAIN} characters")
+        raise ValidationError(
+            "invalid domain name %(text)r: longer than %(max)s characters",
+            text=text,
+            max=MAX_DOMAIN,
+        )
     if not all(_LDH_LABEL.match(label) for label in labels) or labels[-1].isdigit():
         raise ValidationError(
-            f"invalid domain name {text!r}: use letters, digits and hyphens between dots"
+            "invalid domain name %(text)r: use letters, digits and hyphens between dots", text=text
         )
     return DomainName(name=unicode_name, ascii=ascii_name)
 
@@ -80,7 +88,7 @@ def split_address(text: str) -> tuple[str, str]:
     """Split at the one `@`; refuse anything with none, several, or quoting."""
     text = text.strip()
     if text.count("@") != 1:
-        raise ValidationError(f"invalid address {text!r}: it needs exactly one @")
+        raise ValidationError("invalid address %(text)r: it needs exactly one @", text=text)
     local, domain = text.split("@")
     return local, domain
 
@@ -89,29 +97,35 @@ def check_local_part(local_part: str, *, utf8_allowed: bool, address: str) -> st
     """Apply the hosted-address policy to a local part; returns it lower-cased and NFC."""
     local = unicodedata.normalize("NFC", local_part).lower()
     if not local:
-        raise ValidationError(f"invalid address {address!r}: the part before @ is empty")
+        raise ValidationError(
+            "invalid address %(address)r: the part before @ is empty", address=address
+        )
     if len(local.encode()) > MAX_LOCAL_OCTETS:
         raise ValidationError(
-            f"invalid address {address!r}: the part before @ is longer than "
-            f"{MAX_LOCAL_OCTETS} bytes"
+            "invalid address %(address)r: the part before @ is longer than %(max)s bytes",
+            address=address,
+            max=MAX_LOCAL_OCTETS,
         )
     if local.isascii():
         if not _ASCII_LOCAL.match(local):
             raise ValidationError(
-                f"invalid address {address!r}: use letters, digits, '.', '-' and '_' "
-                "(no leading, trailing or double dots)"
+                "invalid address %(address)r: use letters, digits, '.', '-' and '_' (no "
+                "leading, trailing or double dots)",
+                address=address,
             )
         return local
     if not utf8_allowed:
         raise ValidationError(
-            f"invalid address {address!r}: this domain does not allow non-ASCII "
-            "(SMTPUTF8) addresses"
+            "invalid address %(address)r: this domain does not allow non-ASCII "
+            "(SMTPUTF8) addresses",
+            address=address,
         )
     for part in local.split("."):
         if not part or not all(_is_word_char(ch) for ch in part):
             raise ValidationError(
-                f"invalid address {address!r}: use letters, digits, '.', '-' and '_' "
-                "(no leading, trailing or double dots)"
+                "invalid address %(address)r: use letters, digits, '.', '-' and '_' (no "
+                "leading, trailing or double dots)",
+                address=address,
             )
     return local
 
@@ -131,7 +145,11 @@ def parse_destination(text: str) -> str:
             allow_domain_literal=False,
         )
     except email_validator.EmailNotValidError as exc:
-        raise ValidationError(f"invalid address {text.strip()!r}: {exc}") from exc
+        raise ValidationError(
+            "invalid address %(text)r: %(reason)s", text=text.strip(), reason=str(exc)
+        ) from exc
     if len(result.normalized.encode()) > MAX_ADDRESS_OCTETS:
-        raise ValidationError(f"invalid address {text!r}: longer than {MAX_ADDRESS_OCTETS} bytes")
+        raise ValidationError(
+            "invalid address %(text)r: longer than %(max)s bytes", text=text, max=MAX_ADDRESS_OCTETS
+        )
     return f"{result.local_part}@{result.domain}"

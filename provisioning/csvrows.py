@@ -27,14 +27,20 @@ def read_rows(stream: IO[str], columns: Sequence[str], required: Collection[str]
     unknown = [h for h in header if h not in columns]
     if unknown:
         raise ValidationError(
-            f"unknown CSV column(s) {', '.join(unknown)}; expected {', '.join(columns)}"
+            "unknown CSV column(s) %(unknown)s; expected %(columns)s",
+            unknown=", ".join(unknown),
+            columns=", ".join(columns),
         )
     duplicated = sorted({h for h in header if header.count(h) > 1})
     if duplicated:
-        raise ValidationError(f"CSV column(s) given twice: {', '.join(duplicated)}")
+        raise ValidationError(
+            "CSV column(s) given twice: %(duplicated)s", duplicated=", ".join(duplicated)
+        )
     missing = set(required) - set(header)
     if missing:
-        raise ValidationError(f"the CSV file lacks column(s): {', '.join(sorted(missing))}")
+        raise ValidationError(
+            "the CSV file lacks column(s): %(missing)s", missing=", ".join(sorted(missing))
+        )
     reader.fieldnames = header
     rows = []
     for record in reader:

@@ -12,10 +12,10 @@ def parse_duration(text: str | int | float) -> float:
     """Seconds from "90", "90s", "15m", "4h" or "5d"."""
     if isinstance(text, int | float):
         if text < 0:
-            raise ValidationError(f"duration must not be negative: {text}")
+            raise ValidationError("duration must not be negative: %(text)s", text=text)
         return float(text)
     match = _DURATION.match(text)
     if not match:
-        raise ValidationError(f"not a duration: {text!r} (use e.g. 30s, 15m, 4h, 5d)")
+        raise ValidationError("not a duration: %(text)r (use e.g. 30s, 15m, 4h, 5d)", text=text)
     number, unit = match.groups()
     return float(number) * _UNITS[(unit or "s").lower()]

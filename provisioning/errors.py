@@ -2,6 +2,12 @@
 
 A service raises one of these instead of a generic exception so that a face can
 map it to an exit code, a form error or an HTTP problem without parsing text.
+
+The message is a gettext-style %-template with named parameters, e.g.
+`NotFound("no mailbox %(address)r", address=address)`: `message` is the English text
+(CLI, logs, audit, JSON API), while the web admin translates `template` and fills in
+`params` (admin_ui.i18n.error_text). pybabel extracts the templates by the class names
+(admin_ui/babel.cfg), so a message must be one string literal, never an f-string.
 """
 
 
@@ -10,12 +16,24 @@ class MuninetError(Exception):
 
     http_status = 400
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+    def __init__(self, message: str, /, **params: object) -> None:
+        self.template = message
+        self.params = params
+        self.message = message % params if params else message
+        # args hold the English text only, so that a copy or pickle keeps the message.
+        super().__init__(self.message)
 
     def __str__(self) -> str:
         return self.message
+
+
+class Term(str):
+    """A word that a message takes as a parameter and that is translated too (a field name).
+
+    It is the plain English word everywhere else; pybabel extracts `Term("...")` literals.
+    """
+
+    __slots__ = ()
 
 
 class ValidationError(MuninetError):

@@ -57,10 +57,13 @@ class PasswordHasher:
         """Refuse passwords that are too short, too long or hold control characters."""
         if len(password) < self.settings.min_length:
             raise ValidationError(
-                f"password too short: at least {self.settings.min_length} characters"
+                "password too short: at least %(min_length)s characters",
+                min_length=self.settings.min_length,
             )
         if len(password.encode()) > MAX_PASSWORD_BYTES:
-            raise ValidationError(f"password too long: at most {MAX_PASSWORD_BYTES} bytes")
+            raise ValidationError(
+                "password too long: at most %(max)s bytes", max=MAX_PASSWORD_BYTES
+            )
         if any(ord(ch) < 32 or ord(ch) == 127 for ch in password):
             raise ValidationError("password must not contain control characters or line breaks")
         if self.settings.scheme == "bcrypt" and len(password.encode()) > 72:
@@ -121,13 +124,15 @@ def normalize_imported_hash(text: str) -> str:
         )
     handler = _identifier().handler(scheme)
     if not handler.identify(raw):
-        raise ValidationError(f"malformed {_DOVECOT[scheme]} hash")
+        raise ValidationError("malformed %(scheme)s hash", scheme=_DOVECOT[scheme])
     try:
         parsed = handler.from_string(raw)
     except ValueError as exc:
-        raise ValidationError(f"malformed {_DOVECOT[scheme]} hash: {exc}") from exc
+        raise ValidationError(
+            "malformed %(scheme)s hash: %(reason)s", scheme=_DOVECOT[scheme], reason=str(exc)
+        ) from exc
     if not parsed.checksum:
-        raise ValidationError(f"malformed {_DOVECOT[scheme]} hash: no checksum")
+        raise ValidationError("malformed %(scheme)s hash: no checksum", scheme=_DOVECOT[scheme])
     return f"{{{_DOVECOT[scheme]}}}{raw}"
 
 

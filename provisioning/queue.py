@@ -277,7 +277,7 @@ def get(queue: QueueDir, message_id: str) -> QueuedMessage:
     try:
         return queue.load(message_id)
     except KeyError:
-        raise NotFound(f"no queued message {message_id}") from None
+        raise NotFound("no queued message %(message_id)s", message_id=message_id) from None
     except (ValueError, TypeError) as exc:
         raise MuninetError(f"queued message {message_id} is unreadable: {exc}") from None
 
@@ -300,7 +300,7 @@ def make_due(queue: QueueDir, message_id: str | None = None) -> int:
             count += 1
         except KeyError:
             if message_id is not None:
-                raise NotFound(f"no queued message {message_id}") from None
+                raise NotFound("no queued message %(message_id)s", message_id=message_id) from None
     return count
 
 
@@ -311,9 +311,11 @@ def delete(queue: QueueDir, message_id: str) -> QueuedMessage:
             message = get(queue, message_id)
             queue.remove(message_id)
     except KeyError:
-        raise NotFound(f"no queued message {message_id}") from None
+        raise NotFound("no queued message %(message_id)s", message_id=message_id) from None
     except MessageBusy:
-        raise Conflict(f"message {message_id} is being delivered right now") from None
+        raise Conflict(
+            "message %(message_id)s is being delivered right now", message_id=message_id
+        ) from None
     return message
 
 

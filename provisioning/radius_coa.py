@@ -489,7 +489,7 @@ def kick(
             online = [item for item in online if item.session_id == session_id]
         known = session.scalar(select(Subscriber.id).where(Subscriber.username == name))
         if known is None and not online:
-            raise NotFound(f"no subscriber {username!r}")
+            raise NotFound("no subscriber %(username)r", username=username)
         targets: list[tuple[SessionRef, Endpoint | None, str]] = []
         for item in online:
             ref = SessionRef(item.username, item.session_id, item.nas_address, item.framed_ip)

@@ -12,11 +12,11 @@ def parse_size(text: str | int) -> int:
     """Parse "10G", "1.5G", "512M", "1024" into bytes (binary units, like Dovecot)."""
     if isinstance(text, int):
         if text < 0:
-            raise ValidationError(f"size must not be negative: {text}")
+            raise ValidationError("size must not be negative: %(text)s", text=text)
         return text
     match = _SIZE.match(text)
     if not match:
-        raise ValidationError(f"not a size: {text!r} (use e.g. 500M, 2G, 10G)")
+        raise ValidationError("not a size: %(text)r (use e.g. 500M, 2G, 10G)", text=text)
     number, unit = match.groups()
     return int(float(number) * _UNITS[unit.upper()])
 

@@ -7,6 +7,7 @@ The pipeline logic is tested with small filters written here; the pipeline that
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,6 +17,7 @@ import pytest
 from mailhost.filter_daemons import Clamd, Rspamd, clamd_binary
 from mailhost.filters import build_pipeline
 from mailhost.filters.base import (
+    FILTER_ERROR,
     Action,
     MessageInfo,
     Pipeline,
@@ -150,6 +152,86 @@ def test_concurrent_pipeline_gives_the_same_answer_sooner() -> None:
     assert all(len(f.calls) == 1 for f in slow)
 
 
+class Slow:
+    """A filter that takes long and records whether it was cancelled."""
+
+    name = "slow"
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    async def check(self, message: MessageInfo) -> Verdict:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        return ACCEPT_B
+
+
+def test_concurrent_pipeline_waits_for_earlier_filters_and_cancels_later_ones() -> None:
+    # The second filter refuses first, but the first one's later refusal decides,
+    # as in order; the spam-like filter's verdict is not reported or counted.
+    first, second = Fixed("av", REJECT, 0.2), Fixed("spam", Verdict.reject(550, "5.7.1", "Spam"))
+    pipeline = Pipeline([first, second], concurrent=True)
+    result = run(pipeline.run(MESSAGE))
+    assert (result.reply, result.decided_by) == ("554 5.7.1 Virus found: X", "av")
+    assert [name for name, _ in result.verdicts] == ["av"]
+    assert len(second.calls) == 1  # it did run, at the same time
+    assert pipeline.stats()["spam"] == {"accepted": 0, "rejected": 0, "tempfail": 0, "errors": 0}
+
+    # A refusal from the first filter does not wait for a slow later one: cancelled.
+    slow = Slow()
+    pipeline = Pipeline([Fixed("av", TEMPFAIL), slow, Broken()], concurrent=True)
+    started = time.monotonic()
+    result = run(pipeline.run(MESSAGE))
+    assert time.monotonic() - started < 5
+    assert (result.reply, result.decided_by) == ("451 4.7.1 Try later", "av")
+    assert slow.cancelled
+    assert pipeline.stats()["slow"]["accepted"] == 0
+    assert pipeline.stats()["broken"]["errors"] == 0  # its failure did not count either
+
+    # All accept: every filter's headers, in the filters' order, not their finishing order.
+    pipeline = Pipeline([Fixed("a", ACCEPT_A, 0.2), Fixed("b", ACCEPT_B)], concurrent=True)
+    result = run(pipeline.run(MESSAGE))
+    assert result.accepted and result.headers == [("X-A", "1"), ("X-B", "2")]
+    assert [name for name, _ in result.verdicts] == ["a", "b"]
+    assert pipeline.stats()["b"]["tagged"] == 1
+
+
+def test_only_the_deciding_refusal_keeps_a_copy() -> None:
+    # A faster later refusal (spam) must not quarantine a message an earlier filter
+    # refuses (virus): refusals' side effects run only for the verdict that decides.
+    kept: list[str] = []
+
+    def keeping(name: str, verdict: Verdict) -> Verdict:
+        async def keep() -> None:
+            kept.append(name)
+
+        return Verdict.reject(
+            verdict.code, verdict.enhanced, verdict.text, *verdict.labels, keep=keep
+        )
+
+    spam = keeping("spam", Verdict.reject(550, "5.7.1", "Spam"))
+    av = Fixed("av", keeping("av", REJECT), 0.2)
+    pipeline = Pipeline([av, Fixed("spam", spam)], concurrent=True)
+    result = run(pipeline.run(MESSAGE))
+    assert result.decided_by == "av" and kept == ["av"]
+
+    pipeline = Pipeline([Fixed("av", ACCEPT_A), Fixed("spam", spam)], concurrent=True)
+    assert run(pipeline.run(MESSAGE)).reply == "550 5.7.1 Spam" and kept == ["av", "spam"]
+
+    # A copy that cannot be kept (disk full) is a 451: the sender tries again later.
+    async def full_disk() -> None:
+        raise OSError(28, "No space left on device")
+
+    broken = Verdict.reject(554, "5.7.1", "Virus found: X", keep=full_disk)
+    pipeline = Pipeline([Fixed("av", broken)])
+    result = run(pipeline.run(MESSAGE))
+    assert result.reply == FILTER_ERROR.reply and result.decided_by == "av"
+    assert pipeline.stats()["av"]["errors"] == 1
+
+
 def test_a_failing_filter_is_a_tempfail_not_a_crash(caplog: pytest.LogCaptureFixture) -> None:
     pipeline = Pipeline([Fixed("a", ACCEPT_A), Broken()])
     result = run(pipeline.run(MESSAGE))
@@ -157,6 +239,14 @@ def test_a_failing_filter_is_a_tempfail_not_a_crash(caplog: pytest.LogCaptureFix
     assert result.decided_by == "broken"
     assert pipeline.stats()["broken"]["errors"] == 1
     assert "filter broken failed" in caplog.text
+    concurrent = Pipeline([Fixed("a", ACCEPT_A), Broken()], concurrent=True)
+    assert run(concurrent.run(MESSAGE)).reply == result.reply
+    assert concurrent.stats()["broken"] == {
+        "accepted": 0,
+        "rejected": 0,
+        "tempfail": 1,
+        "errors": 1,
+    }
 
 
 def test_filter_names_must_be_unique() -> None:
@@ -245,28 +335,32 @@ def test_configured_pipeline(
     async def go(data: bytes, pipe: Pipeline = pipeline) -> PipelineResult:
         return await pipe.run(info(data, client_hostname=CLIENT_HOST))
 
+    assert pipeline.concurrent  # what the engine builds: clamd and rspamd at once
+
     async def scenario() -> list[PipelineResult]:
-        concurrent = build_pipeline(settings, concurrent=True)
+        sequential = build_pipeline(settings, concurrent=False)
         try:
             both = plain_message(EICAR + b"\r\n" + GTUBE + b"\r\n")
             return [
+                await go(both, sequential),
                 await go(both),
-                await go(both, concurrent),
                 await go(plain_message(GTUBE)),
                 await go(b"X-Spam-Flag: NO\r\nX-Muninet-Antivirus: clean\r\n" + BORDERLINE),
             ]
         finally:
             await pipeline.aclose()
-            await concurrent.aclose()
+            await sequential.aclose()
 
     virus_seq, virus_conc, spam, borderline = run(scenario())
 
-    # Virus and spam at once: the antivirus answers; in order, rspamd is not even asked.
+    # Virus and spam at once: the antivirus answers. In order rspamd is not even
+    # asked; at once its verdict (a refusal too) neither decides nor counts.
     assert virus_seq.reply == f"554 5.7.1 Virus found: {EICAR_SIGNATURE}"
     assert virus_seq.decided_by == "clamav"
     assert [name for name, _ in virus_seq.verdicts] == ["clamav"]
     assert virus_conc.reply == virus_seq.reply
-    assert [name for name, _ in virus_conc.verdicts] == ["clamav", "spam"]
+    assert virus_conc.decided_by == "clamav"
+    assert [name for name, _ in virus_conc.verdicts] == ["clamav"]
 
     assert spam.reply == "550 5.7.1 Message refused as spam"
     assert spam.decided_by == "spam"

@@ -34,7 +34,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from admin_ui.auth import client_address, current_admin, login_required, start_session, unit_of_work
 from admin_ui.context import database, settings
-from admin_ui.i18n import LANGUAGES
+from admin_ui.i18n import LANGUAGES, error_text
 from admin_ui.security import SlidingWindow, window
 from provisioning.audit import Actor
 from provisioning.errors import MuninetError, NotFound
@@ -246,7 +246,7 @@ def second_factor_enrol() -> BaseResponse | tuple[str, int]:
         with unit_of_work() as ctx:
             admins.totp_begin(ctx, current_admin().username)
     except MuninetError as exc:
-        return _second_factor_page(exc.message, exc.http_status)
+        return _second_factor_page(error_text(exc), exc.http_status)
     return redirect(url_for("account.second_factor"))
 
 

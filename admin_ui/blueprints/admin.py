@@ -19,7 +19,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from admin_ui.auth import login_required, require_member, scope, unit_of_work
 from admin_ui.context import database, settings
 from admin_ui.forms import InvalidForm, save_forwarding, save_vacation
-from admin_ui.i18n import number, size
+from admin_ui.i18n import error_text, number, size
 from provisioning.errors import MuninetError, NotFound
 from provisioning.models import Mailbox
 from provisioning.services import domains, mail_rules, mailboxes, members, radius, subscribers
@@ -141,7 +141,7 @@ def mailbox_new() -> Page:
             key = mailbox.address
     except MuninetError as exc:
         return render_template(
-            "mailbox_new.html", form=form, choices=choices, error=exc.message
+            "mailbox_new.html", form=form, choices=choices, error=error_text(exc)
         ), exc.http_status if exc.http_status != 404 else 422
     flash(_("Mailbox %(address)s created.", address=form["address"]), "info")
     return redirect(url_for("admin.mailbox_detail", address=key))
@@ -190,7 +190,7 @@ def mailbox_vacation(address: str) -> Page:
         with unit_of_work() as ctx:
             save_vacation(ctx, mailbox.address, request.form)
     except (MuninetError, InvalidForm) as exc:
-        return _render_mailbox(mailbox, exc.message, 422)
+        return _render_mailbox(mailbox, error_text(exc), 422)
     flash(_("Vacation reply saved."), "info")
     return redirect(url_for("admin.mailbox_detail", address=mailbox.address))
 
@@ -203,7 +203,7 @@ def mailbox_forwarding(address: str) -> Page:
         with unit_of_work() as ctx:
             save_forwarding(ctx, mailbox.address, request.form)
     except MuninetError as exc:
-        return _render_mailbox(mailbox, exc.message, 422)
+        return _render_mailbox(mailbox, error_text(exc), 422)
     flash(_("Forwarding saved."), "info")
     return redirect(url_for("admin.mailbox_detail", address=mailbox.address))
 

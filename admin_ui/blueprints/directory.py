@@ -28,6 +28,7 @@ from admin_ui.auth import (
 )
 from admin_ui.context import database, settings
 from admin_ui.forms import InvalidForm, optional_date, optional_whole
+from admin_ui.i18n import error_text
 from provisioning import dnscheck
 from provisioning.dnsrecords import records_to_publish
 from provisioning.errors import MuninetError, NotFound
@@ -202,9 +203,9 @@ def member_new() -> Page:
             )
             slug = member.slug
     except InvalidForm as exc:
-        return _member_page(form, slug=None, error=exc.message), 422
+        return _member_page(form, slug=None, error=error_text(exc)), 422
     except MuninetError as exc:
-        return _member_page(form, slug=None, error=exc.message), _error_status(exc)
+        return _member_page(form, slug=None, error=error_text(exc)), _error_status(exc)
     flash(_("Member %(name)s created.", name=form["name"]), "info")
     return redirect(url_for("admin.member_detail", slug=slug))
 
@@ -262,9 +263,9 @@ def member_edit(slug: str) -> Page:
             if superadmin and changed:
                 members.update_package(ctx, slug, **changed)
     except InvalidForm as exc:
-        return _member_page(form, slug=slug, error=exc.message), 422
+        return _member_page(form, slug=slug, error=error_text(exc)), 422
     except MuninetError as exc:
-        return _member_page(form, slug=slug, error=exc.message), _error_status(exc)
+        return _member_page(form, slug=slug, error=error_text(exc)), _error_status(exc)
     flash(_("Member %(name)s saved.", name=form["name"]), "info")
     return redirect(url_for("admin.member_detail", slug=slug))
 
@@ -285,7 +286,7 @@ def member_status(slug: str) -> Page:
     except NotFound:
         abort(404)
     except MuninetError as exc:
-        flash(exc.message, "error")
+        flash(error_text(exc), "error")
         return redirect(url_for("admin.member_detail", slug=slug))
     flash(
         _("Status of %(name)s: %(status)s.", name=name, status=status_labels()[status.value]),
@@ -356,7 +357,7 @@ def domain_new() -> Page:
             name = domain.ascii_name
     except MuninetError as exc:
         page = render_template(
-            "directory_domain_new.html", form=form, choices=choices, error=exc.message
+            "directory_domain_new.html", form=form, choices=choices, error=error_text(exc)
         )
         return page, _error_status(exc)
     flash(_("Domain %(name)s added.", name=form["name"]), "info")
@@ -466,7 +467,7 @@ def domain_dkim_generate(name: str) -> Page:
             )
             selector, state = key.selector, key.status.value
     except MuninetError as exc:
-        return _render_domain(name, error=exc.message, status=_error_status(exc))
+        return _render_domain(name, error=error_text(exc), status=_error_status(exc))
     if state == DkimKeyStatus.PENDING.value:
         flash(
             _(
@@ -490,7 +491,7 @@ def domain_dkim_activate(name: str, selector: str) -> Page:
             key = dkim.activate(ctx, display, selector)
             selector = key.selector
     except MuninetError as exc:
-        return _render_domain(name, error=exc.message, status=_error_status(exc))
+        return _render_domain(name, error=error_text(exc), status=_error_status(exc))
     flash(_("DKIM key %(selector)s is active.", selector=selector), "info")
     return redirect(url_for("directory.domain_detail", name=name))
 
@@ -511,9 +512,11 @@ def domain_filters(name: str) -> Page:
                 virus_action=form["virus_action"] or None,
             )
     except InvalidForm as exc:
-        return _render_domain(name, error=exc.message, status=422, filters_form=form)
+        return _render_domain(name, error=error_text(exc), status=422, filters_form=form)
     except MuninetError as exc:
-        return _render_domain(name, error=exc.message, status=_error_status(exc), filters_form=form)
+        return _render_domain(
+            name, error=error_text(exc), status=_error_status(exc), filters_form=form
+        )
     flash(_("Filter settings saved."), "info")
     return redirect(url_for("directory.domain_detail", name=name))
 
@@ -563,7 +566,7 @@ def alias_new() -> Page:
             )
             key, display = alias.address, alias.display_address
     except MuninetError as exc:
-        return _alias_new_page(form, exc.message), _error_status(exc)
+        return _alias_new_page(form, error_text(exc)), _error_status(exc)
     flash(_("Alias %(address)s created.", address=display), "info")
     return redirect(url_for("directory.alias_detail", source=key))
 
@@ -613,7 +616,7 @@ def alias_edit(source: str) -> Page:
         flash(_("Nothing changed."), "info")
         return redirect(url_for("directory.alias_detail", source=key))
     except MuninetError as exc:
-        return _render_alias(key, error=exc.message, status=_error_status(exc), text=text)
+        return _render_alias(key, error=error_text(exc), status=_error_status(exc), text=text)
     flash(_("Alias saved."), "info")
     return redirect(url_for("directory.alias_detail", source=key))
 

@@ -29,7 +29,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from admin_ui.auth import actor, login_required, scope, superadmin_required, unit_of_work
 from admin_ui.context import database
-from admin_ui.i18n import number
+from admin_ui.i18n import error_text, number
 from provisioning import radius_coa
 from provisioning.durations import parse_duration
 from provisioning.errors import MuninetError, NotFound, ValidationError
@@ -216,7 +216,7 @@ def plan_new() -> Page:
             name = plans.create(ctx, form["name"], **_plan_values(form)).name
     except MuninetError as exc:
         page = render_template(
-            "network_plan_new.html", form=form, error=exc.message, **_plan_choices()
+            "network_plan_new.html", form=form, error=error_text(exc), **_plan_choices()
         )
         return page, _status(exc)
     flash(_("Plan %(name)s created.", name=name), "info")
@@ -260,7 +260,7 @@ def plan_update(name: str) -> Page:
     except NotFound:
         abort(404)
     except MuninetError as exc:
-        return _render_plan(name, {**form, "name": name}, exc.message, _status(exc))
+        return _render_plan(name, {**form, "name": name}, error_text(exc), _status(exc))
     flash(_("Plan %(name)s saved.", name=name), "info")
     return redirect(url_for("network.plan_detail", name=name))
 
@@ -274,7 +274,7 @@ def plan_delete(name: str) -> Page:
     except NotFound:
         abort(404)
     except MuninetError as exc:
-        return _render_plan(name, error=exc.message, status=_status(exc))
+        return _render_plan(name, error=error_text(exc), status=_status(exc))
     flash(_("Plan %(name)s removed.", name=name), "info")
     return redirect(url_for("network.plan_list"))
 
@@ -353,7 +353,7 @@ def subscriber_new() -> Page:
                 notes=form["notes"],
             ).username
     except MuninetError as exc:
-        return _render_new(form, exc.message, _status(exc))
+        return _render_new(form, error_text(exc), _status(exc))
     if form["generate"]:
         return _password_page(username, password, created=True)
     flash(_("Subscriber %(username)s created.", username=username), "info")
@@ -406,7 +406,7 @@ def subscriber_update(username: str) -> Page:
                 expires_on=_date_field(_text("expires")),
             )
     except MuninetError as exc:
-        return _render_subscriber(username, exc.message, _status(exc))
+        return _render_subscriber(username, error_text(exc), _status(exc))
     flash(_("Subscriber %(username)s saved.", username=name), "info")
     return redirect(url_for("network.subscriber_detail", username=name))
 
@@ -423,7 +423,7 @@ def subscriber_status(username: str) -> Page:
                 raise ValidationError(_("Choose to suspend or to resume the line."))
             subscribers.set_status(ctx, name, wanted[action], _text("reason"))
     except MuninetError as exc:
-        return _render_subscriber(username, exc.message, _status(exc))
+        return _render_subscriber(username, error_text(exc), _status(exc))
     if action == "suspend":
         flash(_("Subscriber %(username)s suspended.", username=name), "info")
     else:
@@ -451,7 +451,7 @@ def subscriber_delete(username: str) -> Page:
                 raise ValidationError(_("Tick the box to confirm the removal."))
             subscribers.remove(ctx, name)
     except MuninetError as exc:
-        return _render_subscriber(username, exc.message, _status(exc))
+        return _render_subscriber(username, error_text(exc), _status(exc))
     flash(_("Subscriber %(username)s removed.", username=name), "info")
     return redirect(url_for("network.subscriber_list"))
 

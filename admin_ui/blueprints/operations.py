@@ -19,6 +19,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from admin_ui.auth import superadmin_required, unit_of_work
 from admin_ui.context import database, settings
+from admin_ui.i18n import error_text
 from provisioning import queue
 from provisioning.errors import MuninetError, ValidationError
 from provisioning.passwords import generate_password
@@ -73,7 +74,7 @@ def queue_retry(message_id: str) -> Page:
         with unit_of_work() as ctx:
             queue.retry_audited(ctx, message_id)
     except MuninetError as exc:
-        flash(exc.message, "error")
+        flash(error_text(exc), "error")
         return redirect(url_for("operations.queue_list"))
     flash(_("Message %(id)s will be tried again at once.", id=message_id), "info")
     return redirect(url_for("operations.queue_list"))
@@ -86,7 +87,7 @@ def queue_delete(message_id: str) -> Page:
         with unit_of_work() as ctx:
             queue.delete_audited(ctx, message_id)
     except MuninetError as exc:
-        flash(exc.message, "error")
+        flash(error_text(exc), "error")
         return redirect(url_for("operations.queue_list"))
     flash(_("Message %(id)s deleted.", id=message_id), "info")
     return redirect(url_for("operations.queue_list"))
@@ -122,7 +123,7 @@ def audit_log() -> Page:
                 form={**form, **dates},
                 actions=known,
                 found=None,
-                error=exc.message,
+                error=error_text(exc),
             ), 422
         return render_template(
             "operations_audit.html",
@@ -173,7 +174,9 @@ def admin_create() -> Page:
             )
             username = admin.username
     except MuninetError as exc:
-        return _admins_page(exc.message, 422 if exc.http_status == 404 else exc.http_status, form)
+        return _admins_page(
+            error_text(exc), 422 if exc.http_status == 404 else exc.http_status, form
+        )
     if generated:
         return render_template(
             "operations_secret.html", kind="password", username=username, secret=password
@@ -192,7 +195,7 @@ def admin_enabled(username: str) -> Page:
     except MuninetError as exc:
         if exc.http_status == 404:
             abort(404)
-        return _admins_page(exc.message, exc.http_status)
+        return _admins_page(error_text(exc), exc.http_status)
     if enable:
         flash(_("Admin %(username)s enabled.", username=username), "info")
     else:
@@ -210,7 +213,7 @@ def admin_password(username: str) -> Page:
     except MuninetError as exc:
         if exc.http_status == 404:
             abort(404)
-        return _admins_page(exc.message, exc.http_status)
+        return _admins_page(error_text(exc), exc.http_status)
     return render_template(
         "operations_secret.html", kind="password", username=name, secret=password
     )
@@ -245,7 +248,7 @@ def token_create() -> Page:
             )
             username = token.admin.username
     except MuninetError as exc:
-        return _tokens_page(exc.message, 422 if exc.http_status == 404 else exc.http_status)
+        return _tokens_page(error_text(exc), 422 if exc.http_status == 404 else exc.http_status)
     return render_template("operations_secret.html", kind="token", username=username, secret=secret)
 
 
@@ -258,6 +261,6 @@ def token_revoke(prefix: str) -> Page:
     except MuninetError as exc:
         if exc.http_status == 404:
             abort(404)
-        return _tokens_page(exc.message, exc.http_status)
+        return _tokens_page(error_text(exc), exc.http_status)
     flash(_("Token %(prefix)s revoked.", prefix=prefix), "info")
     return redirect(url_for("operations.token_list"))

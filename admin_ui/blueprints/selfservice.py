@@ -45,7 +45,7 @@ from admin_ui.auth import client_address, unit_of_work
 from admin_ui.blueprints.account import WINDOW, limits
 from admin_ui.context import database, settings
 from admin_ui.forms import InvalidForm, save_forwarding, save_vacation
-from admin_ui.i18n import LANGUAGES
+from admin_ui.i18n import LANGUAGES, error_text
 from admin_ui.security import SlidingWindow, window
 from provisioning.audit import Actor
 from provisioning.autoconfig import login_name
@@ -293,7 +293,7 @@ def password() -> Page:
             else:
                 stamp = _stamp(mailboxes.set_password(ctx, me.address, new).password_hash)
     except MuninetError as exc:
-        return _home(exc.message, 422)
+        return _home(error_text(exc), 422)
     if stamp is None:
         per_mailbox.hit(me.address)
         return _home(_("The current password is wrong."), 422)
@@ -310,7 +310,7 @@ def vacation() -> Page:
         with unit_of_work(_actor(me.display)) as ctx:
             save_vacation(ctx, me.address, request.form)
     except (MuninetError, InvalidForm) as exc:
-        return _home(exc.message, 422)
+        return _home(error_text(exc), 422)
     flash(_("Vacation reply saved."), "info")
     return redirect(url_for("selfservice.home"))
 
@@ -323,6 +323,6 @@ def forwarding() -> Page:
         with unit_of_work(_actor(me.display)) as ctx:
             save_forwarding(ctx, me.address, request.form)
     except MuninetError as exc:
-        return _home(exc.message, 422)
+        return _home(error_text(exc), 422)
     flash(_("Forwarding saved."), "info")
     return redirect(url_for("selfservice.home"))

@@ -37,7 +37,7 @@ __all__ = [
 def build_pipeline(
     settings: Settings,
     *,
-    concurrent: bool = False,
+    concurrent: bool = True,
     domain_filters: DomainFiltersLookup | None = None,
 ) -> Pipeline:
     """The filters the settings enable: antivirus, sender authentication, spam.
@@ -46,6 +46,8 @@ def build_pipeline(
     `on_error` setting says. Build it in the process (and event loop) that uses it.
     `domain_filters` looks up the recipient domains' own spam thresholds and virus
     action (the engine's `Engine.domain_filters`); without it the global ones apply.
+    The filters run at once on each message (`concurrent`), with the answer of the
+    sequential pipeline (see `Pipeline`).
     """
     from mailhost.filters.auth import SenderAuthFilter
     from mailhost.filters.clamav import ClamavFilter

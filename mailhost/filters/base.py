@@ -6,8 +6,10 @@ conversation, so no bounce is ever sent) or tempfail (`4xx`, the client retries)
 Filters are coroutines that never block the event loop: they talk to their daemons
 over async sockets, and anything that blocks (file writes) goes to a thread.
 
-`Pipeline.run` runs the filters in order; the first reject or tempfail decides, and
-the headers of every filter that ran accumulate in order. Counters per filter
+`Pipeline.run` takes the filters' verdicts in order; the first reject or tempfail
+decides, and the headers of every filter before it accumulate in order. The filters
+may run one after the other or all at once (what the MX does: clamd and rspamd
+scan the same message at the same time); the answer is the same. Counters per filter
 (accepted, rejected, tempfail, errors, and labels such as `viruses`) are kept in
 memory, per process, for the admin dashboard.
 """
@@ -100,6 +102,10 @@ class Verdict:
     headers: list[tuple[str, str]] = field(default_factory=list)
     # What to count for the dashboard besides the action, e.g. ("viruses",).
     labels: tuple[str, ...] = ()
+    # A side effect of the refusal (a quarantine copy), run by the pipeline only if
+    # this verdict decides the message: in the concurrent pipeline a later filter's
+    # refusal may be overruled by an earlier one (a virus is not kept as spam).
+    keep: Callable[[], Awaitable[object]] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         first = {Action.ACCEPT: 2, Action.REJECT: 5, Action.TEMPFAIL: 4}[self.action]
@@ -123,8 +129,9 @@ class Verdict:
         text: str,
         *labels: str,
         headers: Iterable[tuple[str, str]] = (),
+        keep: Callable[[], Awaitable[object]] | None = None,
     ) -> Verdict:
-        return cls(Action.REJECT, code, enhanced, clean_text(text), list(headers), labels)
+        return cls(Action.REJECT, code, enhanced, clean_text(text), list(headers), labels, keep)
 
     @classmethod
     def tempfail(
@@ -274,9 +281,13 @@ class Pipeline:
     """The configured filters, run on every message.
 
     In order (the default), a reject or tempfail stops the pipeline: later filters
-    do not run. With `concurrent=True` all filters run at once (less latency per
-    message, no saved work) and their verdicts are combined in the same order, so
-    the outcome is the same.
+    do not run. With `concurrent=True` all filters start at once (a message waits
+    for the slowest daemon, not for the sum of them) and their verdicts are taken in
+    the same order: once one refuses, the later ones are cancelled and neither
+    counted nor reported, so the answer, the headers and the counters are those of
+    the sequential pipeline. Side effects of a refusal (quarantine copies) are the
+    verdict's `keep`, run only for the verdict that decides: a message refused as a
+    virus is never also kept as spam. If keeping fails, the answer is a 451.
     """
 
     def __init__(
@@ -294,36 +305,75 @@ class Pipeline:
         self.strip_headers = frozenset(name.lower() for name in strip_headers)
         self._stats = {name: FilterStats() for name in names}
 
-    async def _check(self, flt: Filter, message: MessageInfo) -> Verdict:
-        stats = self._stats[flt.name]
+    @staticmethod
+    async def _check(flt: Filter, message: MessageInfo) -> tuple[Verdict, bool]:
+        """The filter's verdict, and whether it raised (then FILTER_ERROR)."""
         try:
-            verdict = await flt.check(message)
+            return await flt.check(message), False
         except Exception:
             log.exception("filter %s failed on a message from %s", flt.name, message.client_ip)
-            stats.errors += 1
-            verdict = FILTER_ERROR
-        stats.count(verdict)
-        return verdict
+            return FILTER_ERROR, True
+
+    async def _run_concurrent(self, message: MessageInfo) -> list[tuple[Verdict, bool]]:
+        """All filters started at once, their verdicts taken in order up to the first
+        refusal; the later ones are then cancelled, as if they had never run.
+
+        Waiting in order is what keeps the outcome of the sequential pipeline: a
+        virus found by the first filter wins over a spam refusal that came sooner.
+        """
+        tasks = [asyncio.ensure_future(self._check(f, message)) for f in self.filters]
+        decided: list[tuple[Verdict, bool]] = []
+        try:
+            for task in tasks:
+                decided.append(await task)
+                if decided[-1][0].action is not Action.ACCEPT:
+                    break
+        finally:
+            pending = [task for task in tasks if not task.done()]
+            for task in pending:
+                task.cancel()
+            if pending:  # let them close what they had open before we answer
+                await asyncio.wait(pending)
+        return decided
 
     async def run(self, message: MessageInfo) -> PipelineResult:
-        ran: list[tuple[str, Verdict]] = []
+        decided: list[tuple[Verdict, bool]] = []
         if self.concurrent:
-            verdicts = await asyncio.gather(*(self._check(f, message) for f in self.filters))
-            ran = [(f.name, v) for f, v in zip(self.filters, verdicts, strict=True)]
+            decided = await self._run_concurrent(message)
         else:
             for flt in self.filters:
-                verdict = await self._check(flt, message)
-                ran.append((flt.name, verdict))
-                if verdict.action is not Action.ACCEPT:
+                decided.append(await self._check(flt, message))
+                if decided[-1][0].action is not Action.ACCEPT:
                     break
+        ran: list[tuple[str, Verdict]] = []
+        # Counted only for the filters whose verdict counts, in both modes alike.
+        for flt, (verdict, failed) in zip(self.filters, decided, strict=False):
+            stats = self._stats[flt.name]
+            stats.errors += failed
+            stats.count(verdict)
+            ran.append((flt.name, verdict))
         headers: list[tuple[str, str]] = []
         for name, verdict in ran:
             headers.extend(verdict.headers)
             if verdict.action is not Action.ACCEPT:
+                answer = verdict
+                if verdict.keep is not None and not await self._keep(name, verdict, message):
+                    answer = FILTER_ERROR
                 return PipelineResult(
-                    verdict.action, verdict.reply, headers, name, ran, self.strip_headers
+                    answer.action, answer.reply, headers, name, ran, self.strip_headers
                 )
         return PipelineResult(Action.ACCEPT, None, headers, None, ran, self.strip_headers)
+
+    async def _keep(self, name: str, verdict: Verdict, message: MessageInfo) -> bool:
+        """Run the deciding refusal's side effect; False (counted as an error) if it failed."""
+        assert verdict.keep is not None
+        try:
+            await verdict.keep()
+        except Exception:
+            log.exception("filter %s could not keep a message from %s", name, message.client_ip)
+            self._stats[name].errors += 1
+            return False
+        return True
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Counters per filter since this process started, e.g.

@@ -26,6 +26,7 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -278,9 +279,10 @@ class SpamFilter:
                 message.client_ip,
                 ", ".join(message.recipients),
             )
+            keep = None
             if self.quarantine is not None:
-                await self.quarantine.store(message, "spam", f"score {result.score:.2f}")
-            return Verdict.reject(550, "5.7.1", "Message refused as spam", "spam")
+                keep = partial(self.quarantine.store, message, "spam", f"score {result.score:.2f}")
+            return Verdict.reject(550, "5.7.1", "Message refused as spam", "spam", keep=keep)
         spam = result.score >= add_header_score or (
             result.forced and result.action in {"add header", "rewrite subject"}
         )

@@ -131,7 +131,9 @@ def _score_option(value: str | None, option: str) -> float | domains.Keep | None
     try:
         return float(value)
     except ValueError:
-        raise ValidationError(f"{option}: not a score: {value!r}") from None
+        raise ValidationError(
+            "%(option)s: not a score: %(value)r", option=option, value=value
+        ) from None
 
 
 @domain_group.command("filters")

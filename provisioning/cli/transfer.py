@@ -29,7 +29,7 @@ def import_mailboxes(app: App, csv_file: IO[str], dry_run: bool, atomic: bool) -
     try:
         rows = mailbox_csv.read_rows(csv_file)
     except UnicodeDecodeError as exc:
-        raise ValidationError(f"the CSV file is not UTF-8: {exc}") from exc
+        raise ValidationError("the CSV file is not UTF-8: %(reason)s", reason=str(exc)) from exc
     database = app.database()
     with click.progressbar(
         length=len(rows), label="importing", file=sys.stderr, show_pos=True
@@ -72,7 +72,7 @@ def import_subscribers(app: App, csv_file: IO[str], generate: bool, dry_run: boo
     try:
         rows = subscriber_csv.read_rows(csv_file)
     except UnicodeDecodeError as exc:
-        raise ValidationError(f"the CSV file is not UTF-8: {exc}") from exc
+        raise ValidationError("the CSV file is not UTF-8: %(reason)s", reason=str(exc)) from exc
     database = app.database()
     with click.progressbar(
         length=len(rows), label="importing", file=sys.stderr, show_pos=True

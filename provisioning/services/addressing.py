@@ -43,14 +43,17 @@ def owner_for(hosted: HostedAddress, member: Member | None) -> Member:
     if domain.member is not None:
         if member is not None and member.id != domain.member.id:
             raise NotPermitted(
-                f"domain {domain.name!r} belongs to member {domain.member.slug!r}, "
-                f"not {member.slug!r}"
+                "domain %(domain)r belongs to member %(owner)r, not %(member)r",
+                domain=domain.name,
+                owner=domain.member.slug,
+                member=member.slug,
             )
         return domain.member
     if member is None:
         raise ValidationError(
-            f"{hosted.address.display!r} is on the shared domain {domain.name!r}: "
-            "name the member that owns it"
+            "%(address)r is on the shared domain %(domain)r: name the member that owns it",
+            address=hosted.address.display,
+            domain=domain.name,
         )
     local = hosted.address.local_part
     slug = member.slug
@@ -58,8 +61,11 @@ def owner_for(hosted: HostedAddress, member: Member | None) -> Member:
         local == slug or local.startswith((f"{slug}.", f"{slug}-"))
     ):
         raise NotPermitted(
-            f"on the shared domain {domain.name!r}, member {slug!r} may use only "
-            f"{slug}@, {slug}.<name>@ or {slug}-<name>@ addresses"
+            "on the shared domain %(domain)r, member %(member)r may use only %(slug)s@, "
+            "%(slug)s.<name>@ or %(slug)s-<name>@ addresses",
+            domain=domain.name,
+            member=slug,
+            slug=slug,
         )
     return member
 
@@ -67,6 +73,6 @@ def owner_for(hosted: HostedAddress, member: Member | None) -> Member:
 def ensure_free(session: Session, key: str, display: str) -> None:
     """Refuse an address already taken by a mailbox or an alias (case-insensitively)."""
     if session.scalar(select(Mailbox.id).where(Mailbox.address == key)) is not None:
-        raise Conflict(f"{display} is already a mailbox")
+        raise Conflict("%(address)s is already a mailbox", address=display)
     if session.scalar(select(Alias.id).where(Alias.address == key)) is not None:
-        raise Conflict(f"{display} is already an alias")
+        raise Conflict("%(address)s is already an alias", address=display)

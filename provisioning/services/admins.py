@@ -32,7 +32,7 @@ def get(session: Session, username: str) -> AdminUser:
         select(AdminUser).where(AdminUser.username == username.strip().lower())
     ).one_or_none()
     if admin is None:
-        raise NotFound(f"no admin {username!r}")
+        raise NotFound("no admin %(username)r", username=username)
     return admin
 
 
@@ -51,11 +51,12 @@ def create(
     username = username.strip().lower()
     if not _USERNAME.match(username):
         raise ValidationError(
-            f"invalid admin username {username!r}: 2-64 lower-case letters, digits, '.', '_', "
-            "'-' or '@'"
+            "invalid admin username %(username)r: 2-64 lower-case letters, digits, '.', "
+            "'_', '-' or '@'",
+            username=username,
         )
     if ctx.session.scalar(select(AdminUser.id).where(AdminUser.username == username)):
-        raise Conflict(f"admin {username!r} already exists")
+        raise Conflict("admin %(username)r already exists", username=username)
     member = members.get(ctx.session, member_slug) if member_slug else None
     admin = AdminUser(username=username, password_hash=ctx.hasher.hash(password), member=member)
     ctx.session.add(admin)
@@ -75,7 +76,7 @@ def set_enabled(ctx: ServiceContext, username: str, enabled: bool) -> AdminUser:
     if admin.enabled == enabled:
         return admin
     if not enabled and admin.is_superadmin and _other_superadmins(ctx, admin) == 0:
-        raise Conflict(f"{admin.username!r} is the last enabled superadmin")
+        raise Conflict("%(admin)r is the last enabled superadmin", admin=admin.username)
     admin.enabled = enabled
     ctx.audit("admin.enable" if enabled else "admin.disable", admin.username)
     return admin
@@ -161,9 +162,9 @@ def verify_token(session: Session, presented: str) -> ApiToken | None:
 def revoke_token(ctx: ServiceContext, prefix: str) -> ApiToken:
     token = ctx.session.scalars(select(ApiToken).where(ApiToken.prefix == prefix)).one_or_none()
     if token is None:
-        raise NotFound(f"no token {prefix!r}")
+        raise NotFound("no token %(prefix)r", prefix=prefix)
     if token.revoked_at is not None:
-        raise ValidationError(f"token {prefix!r} is already revoked")
+        raise ValidationError("token %(prefix)r is already revoked", prefix=prefix)
     token.revoked_at = utcnow()
     ctx.audit("token.revoke", f"{token.admin.username}/{prefix}")
     return token
@@ -179,7 +180,9 @@ def totp_begin(ctx: ServiceContext, username: str) -> str:
     """Store a new, not yet active secret and return it (base32) for the authenticator app."""
     admin = get(ctx.session, username)
     if admin.totp_enabled:
-        raise Conflict(f"{admin.username!r} already uses a second factor; disable it first")
+        raise Conflict(
+            "%(admin)r already uses a second factor; disable it first", admin=admin.username
+        )
     admin.totp_secret = pyotp.random_base32()
     admin.totp_last_step = None
     ctx.audit("admin.totp-enrol", admin.username)
@@ -189,7 +192,7 @@ def totp_begin(ctx: ServiceContext, username: str) -> str:
 def totp_uri(admin: AdminUser, issuer: str = TOTP_ISSUER) -> str:
     """The otpauth:// URI an authenticator app reads (from the QR code or typed in)."""
     if not admin.totp_secret:
-        raise ValidationError(f"{admin.username!r} has no second factor secret")
+        raise ValidationError("%(admin)r has no second factor secret", admin=admin.username)
     return pyotp.TOTP(admin.totp_secret).provisioning_uri(name=admin.username, issuer_name=issuer)
 
 
@@ -220,7 +223,7 @@ def totp_confirm(
     """Switch the second factor on once the app shows a right code (ValidationError if not)."""
     admin = get(ctx.session, username)
     if admin.totp_enabled:
-        raise Conflict(f"{admin.username!r} already uses a second factor")
+        raise Conflict("%(admin)r already uses a second factor", admin=admin.username)
     if not admin.totp_secret:
         raise ValidationError("start the enrolment first")
     if not _accept(admin, code, now):
@@ -245,7 +248,7 @@ def totp_disable(
     """Switch the second factor off, proven with a current code (ValidationError if wrong)."""
     admin = get(ctx.session, username)
     if not admin.totp_enabled:
-        raise ValidationError(f"{admin.username!r} does not use a second factor")
+        raise ValidationError("%(admin)r does not use a second factor", admin=admin.username)
     if not _accept(admin, code, now):
         raise ValidationError("wrong code: check the time on the phone and try again")
     _clear_totp(admin)

@@ -18,7 +18,7 @@ def get(session: Session, source: str) -> Alias:
     hosted = addressing.parse_hosted(session, source, catch_all=True)
     alias = session.scalars(select(Alias).where(Alias.address == hosted.address.key)).one_or_none()
     if alias is None:
-        raise NotFound(f"no alias {source.strip()!r}")
+        raise NotFound("no alias %(alias)r", alias=source.strip())
     return alias
 
 
@@ -63,7 +63,9 @@ def _check_no_loop(session: Session, source_key: str, first_hops: list[str]) -> 
     while pending:
         key = pending.pop()
         if key == source_key:
-            raise ValidationError(f"alias {source_key!r} would forward mail back to itself")
+            raise ValidationError(
+                "alias %(alias)r would forward mail back to itself", alias=source_key
+            )
         if key in seen:
             continue
         seen.add(key)
@@ -77,7 +79,7 @@ def create(
     if not destinations:
         raise ValidationError("an alias needs at least one destination")
     if len(destinations) > MAX_DESTINATIONS:
-        raise ValidationError(f"an alias takes at most {MAX_DESTINATIONS} destinations")
+        raise ValidationError("an alias takes at most %(max)s destinations", max=MAX_DESTINATIONS)
     member = members.get(ctx.session, member_slug, for_update=True) if member_slug else None
     hosted = addressing.parse_hosted(ctx.session, source, catch_all=True, for_update=True)
     owner = addressing.owner_for(hosted, member)
@@ -92,9 +94,13 @@ def create(
         if local is not None:
             key, dest = local
             if key == hosted.address.key:
-                raise ValidationError(f"alias {hosted.address.display!r} cannot forward to itself")
+                raise ValidationError(
+                    "alias %(alias)r cannot forward to itself", alias=hosted.address.display
+                )
             if _local_targets(ctx.session, key) is None:
-                raise NotFound(f"destination {dest!r} is in a hosted domain but does not exist")
+                raise NotFound(
+                    "destination %(dest)r is in a hosted domain but does not exist", dest=dest
+                )
             local_keys.append(key)
         if dest.lower() not in (d.lower() for d in normalized):
             normalized.append(dest)

@@ -63,7 +63,7 @@ def search(session: Session, wanted: AuditFilter, page: int = 1, per_page: int =
     if page < 1:
         raise ValidationError("page numbers start at 1")
     if not 1 <= per_page <= MAX_PER_PAGE:
-        raise ValidationError(f"1 to {MAX_PER_PAGE} events per page")
+        raise ValidationError("1 to %(max)s events per page", max=MAX_PER_PAGE)
     conditions = _conditions(wanted)
     total = session.scalar(select(func.count()).select_from(AuditEvent).where(*conditions)) or 0
     events = session.scalars(

@@ -88,7 +88,7 @@ class SigningKey:
         loaded = serialization.load_pem_private_key(private_pem.encode("ascii"), password=None)
         if algorithm is DkimAlgorithm.RSA:
             if not isinstance(loaded, rsa.RSAPrivateKey):
-                raise ValidationError(f"DKIM key {selector} is not an RSA key")
+                raise ValidationError("DKIM key %(selector)s is not an RSA key", selector=selector)
             material = loaded.private_bytes(
                 serialization.Encoding.PEM,
                 serialization.PrivateFormat.TraditionalOpenSSL,
@@ -96,7 +96,9 @@ class SigningKey:
             )
         else:
             if not isinstance(loaded, ed25519.Ed25519PrivateKey):
-                raise ValidationError(f"DKIM key {selector} is not an Ed25519 key")
+                raise ValidationError(
+                    "DKIM key %(selector)s is not an Ed25519 key", selector=selector
+                )
             seed = loaded.private_bytes(
                 serialization.Encoding.Raw,
                 serialization.PrivateFormat.Raw,
@@ -208,7 +210,9 @@ def parse_algorithm(text: str) -> DkimAlgorithm:
     try:
         return DkimAlgorithm(text.strip().lower())
     except ValueError:
-        raise ValidationError(f"unknown DKIM algorithm {text!r}: use rsa or ed25519") from None
+        raise ValidationError(
+            "unknown DKIM algorithm %(text)r: use rsa or ed25519", text=text
+        ) from None
 
 
 def generate(ctx: ServiceContext, domain_name: str, algorithm: DkimAlgorithm) -> DkimKey:
@@ -252,9 +256,15 @@ def activate(ctx: ServiceContext, domain_name: str, selector: str) -> DkimKey:
     )
     key = next((k for k in rows if k.selector == selector.strip().lower()), None)
     if key is None:
-        raise NotFound(f"domain {domain.name!r} has no DKIM key {selector!r}")
+        raise NotFound(
+            "domain %(domain)r has no DKIM key %(selector)r", domain=domain.name, selector=selector
+        )
     if key.status is not DkimKeyStatus.PENDING:
-        raise Conflict(f"DKIM key {key.selector} is {key.status.value}, not pending")
+        raise Conflict(
+            "DKIM key %(selector)s is %(status)s, not pending",
+            selector=key.selector,
+            status=key.status.value,
+        )
     now = utcnow()
     for other in rows:
         if other.algorithm is key.algorithm and other.status is DkimKeyStatus.ACTIVE:

@@ -29,7 +29,7 @@ def get(session: Session, name: str, *, for_update: bool = False) -> Domain:
         query = query.with_for_update()
     domain = session.scalars(query).one_or_none()
     if domain is None:
-        raise NotFound(f"domain {name.strip()!r} is not hosted here")
+        raise NotFound("domain %(domain)r is not hosted here", domain=name.strip())
     return domain
 
 
@@ -61,7 +61,7 @@ def create(
         select(Domain.id).where((Domain.ascii_name == parsed.ascii) | (Domain.name == parsed.name))
     )
     if existing is not None:
-        raise Conflict(f"domain {parsed.name!r} is already hosted")
+        raise Conflict("domain %(domain)r is already hosted", domain=parsed.name)
     domain = Domain(
         name=parsed.name,
         ascii_name=parsed.ascii,
@@ -86,8 +86,11 @@ def remove(ctx: ServiceContext, name: str) -> None:
     mailboxes, aliases = counts(ctx.session, domain)
     if mailboxes or aliases:
         raise Conflict(
-            f"domain {domain.name!r} still has {mailboxes} mailboxes and {aliases} aliases; "
-            "remove them first"
+            "domain %(domain)r still has %(mailboxes)s mailboxes and %(aliases)s "
+            "aliases; remove them first",
+            domain=domain.name,
+            mailboxes=mailboxes,
+            aliases=aliases,
         )
     ctx.session.delete(domain)
     ctx.audit("domain.remove", domain.name, ascii=domain.ascii_name)
@@ -158,7 +161,12 @@ def _score(value: float | Keep | None, option: str) -> float | Keep | None:
     if value is None or value is KEEP:
         return value
     if not math.isfinite(value) or not 0 <= value <= MAX_SPAM_SCORE:
-        raise ValidationError(f"{option} must be from 0 to {MAX_SPAM_SCORE:g}, not {value:g}")
+        raise ValidationError(
+            "%(option)s must be from 0 to %(max)g, not %(value)g",
+            option=option,
+            max=MAX_SPAM_SCORE,
+            value=value,
+        )
     return float(value)
 
 
@@ -188,7 +196,8 @@ def set_filters(
             action = VirusAction(virus_action)
         except ValueError:
             raise ValidationError(
-                f"the virus action must be reject or quarantine, not {virus_action!r}"
+                "the virus action must be reject or quarantine, not %(virus_action)r",
+                virus_action=virus_action,
             ) from None
     before = own_filters(domain)
     if clear:
@@ -203,8 +212,11 @@ def set_filters(
     effective = effective_filters(after, ctx.settings)
     if effective.spam_add_header_score > effective.spam_reject_score:
         raise ValidationError(
-            f"the spam tag score {effective.spam_add_header_score:g} is above the reject score "
-            f"{effective.spam_reject_score:g} for {domain.name}"
+            "the spam tag score %(tag_score)g is above the reject score %(reject_score)g "
+            "for %(domain)s",
+            tag_score=effective.spam_add_header_score,
+            reject_score=effective.spam_reject_score,
+            domain=domain.name,
         )
     ctx.session.flush()
     if after != before:

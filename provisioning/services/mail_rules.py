@@ -74,12 +74,14 @@ def _check_text(subject: str, body: str) -> tuple[str, str]:
     if not subject:
         raise ValidationError("the vacation reply needs a subject")
     if len(subject) > MAX_SUBJECT or any(ord(ch) < 32 for ch in subject):
-        raise ValidationError(f"the subject must be one line of at most {MAX_SUBJECT} characters")
+        raise ValidationError(
+            "the subject must be one line of at most %(max)s characters", max=MAX_SUBJECT
+        )
     body = body.replace("\r\n", "\n").strip("\n")
     if not body.strip():
         raise ValidationError("the vacation reply needs a message")
     if len(body) > MAX_BODY:
-        raise ValidationError(f"the message is longer than {MAX_BODY} characters")
+        raise ValidationError("the message is longer than %(max)s characters", max=MAX_BODY)
     if any(ord(ch) < 32 and ch not in "\n\t" for ch in body):
         raise ValidationError("the message must not contain control characters")
     return subject, body
@@ -106,7 +108,7 @@ def set_vacation(
         )
         new_days = rules.vacation_days if days is None else days
         if not 1 <= new_days <= MAX_DAYS:
-            raise ValidationError(f"days must be between 1 and {MAX_DAYS}")
+            raise ValidationError("days must be between 1 and %(max)s", max=MAX_DAYS)
         if start is not None and end is not None and end < start:
             raise ValidationError("the vacation ends before it starts")
         rules.vacation_subject, rules.vacation_body = new_subject, new_body
@@ -137,15 +139,18 @@ def set_forwarding(
         if not local.isascii():
             # Pigeonhole 0.5 (Dovecot 2.3) refuses such redirect addresses outright.
             raise ValidationError(
-                f"cannot forward to {parsed}: Dovecot's Sieve does not accept non-ASCII "
-                "names before the @; use an alias to reach that address instead"
+                "cannot forward to %(address)s: Dovecot's Sieve does not accept non-ASCII "
+                "names before the @; use an alias to reach that address instead",
+                address=parsed,
             )
         if address_key(local, parse_domain(domain).ascii) == mailbox.address:
-            raise ValidationError(f"{mailbox.display_address} cannot forward to itself")
+            raise ValidationError(
+                "%(address)s cannot forward to itself", address=mailbox.display_address
+            )
         if parsed not in normalized:
             normalized.append(parsed)
     if len(normalized) > MAX_FORWARDS:
-        raise ValidationError(f"at most {MAX_FORWARDS} forwarding addresses")
+        raise ValidationError("at most %(max)s forwarding addresses", max=MAX_FORWARDS)
     rules = _rules_for(ctx, mailbox)
     rules.forward_to = normalized
     rules.forward_keep_copy = keep_copy

@@ -55,7 +55,7 @@ def _parse_enabled(text: str) -> bool:
         return True
     if lowered in _FALSE:
         return False
-    raise ValidationError(f"enabled must be yes or no, not {text!r}")
+    raise ValidationError("enabled must be yes or no, not %(text)r", text=text)
 
 
 def _import_row(ctx: ServiceContext, row: Row) -> None:

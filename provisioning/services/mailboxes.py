@@ -25,7 +25,7 @@ def get(session: Session, address: str) -> Mailbox:
         select(Mailbox).where(Mailbox.address == hosted.address.key)
     ).one_or_none()
     if mailbox is None:
-        raise NotFound(f"no mailbox {address.strip()!r}")
+        raise NotFound("no mailbox %(address)r", address=address.strip())
     return mailbox
 
 
@@ -45,7 +45,9 @@ def list_mailboxes(session: Session, member_slug: str | None = None) -> list[Mai
 def _check_display_name(name: str) -> str:
     name = name.strip()
     if len(name) > MAX_DISPLAY_NAME:
-        raise ValidationError(f"display name is longer than {MAX_DISPLAY_NAME} characters")
+        raise ValidationError(
+            "display name is longer than %(max)s characters", max=MAX_DISPLAY_NAME
+        )
     if any(ord(ch) < 32 for ch in name):
         raise ValidationError("display name must not contain control characters")
     return name
@@ -55,13 +57,19 @@ def _check_package(session: Session, member: Member, quota: int, extra_mailboxes
     used = members.usage(session, member)
     if used.mailboxes + extra_mailboxes > member.max_mailboxes:
         raise LimitExceeded(
-            f"member {member.slug!r} has used all {member.max_mailboxes} mailboxes of its package"
+            "member %(member)r has used all %(limit)s mailboxes of its package",
+            member=member.slug,
+            limit=member.max_mailboxes,
         )
     free = member.mail_quota_bytes - used.quota_allocated
     if quota > free:
         raise LimitExceeded(
-            f"member {member.slug!r} has {format_size(max(free, 0))} of mail quota left "
-            f"(package {format_size(member.mail_quota_bytes)}), not {format_size(quota)}"
+            "member %(member)r has %(free)s of mail quota left (package %(package)s), "
+            "not %(quota)s",
+            member=member.slug,
+            free=format_size(max(free, 0)),
+            package=format_size(member.mail_quota_bytes),
+            quota=format_size(quota),
         )
 
 
@@ -140,8 +148,13 @@ def set_quota(ctx: ServiceContext, address: str, quota: int) -> Mailbox:
 def set_enabled(ctx: ServiceContext, address: str, enabled: bool) -> Mailbox:
     mailbox = get(ctx.session, address)
     if mailbox.enabled == enabled:
-        state = "enabled" if enabled else "disabled"
-        raise ValidationError(f"mailbox {mailbox.display_address!r} is already {state}")
+        if enabled:
+            raise ValidationError(
+                "mailbox %(mailbox)r is already enabled", mailbox=mailbox.display_address
+            )
+        raise ValidationError(
+            "mailbox %(mailbox)r is already disabled", mailbox=mailbox.display_address
+        )
     mailbox.enabled = enabled
     ctx.audit("mailbox.enable" if enabled else "mailbox.disable", mailbox.display_address)
     return mailbox
@@ -157,8 +170,10 @@ def remove(ctx: ServiceContext, address: str) -> None:
     ).all()
     if referring:
         raise Conflict(
-            f"mailbox {mailbox.display_address!r} is the destination of "
-            f"{len(referring)} alias(es); change or remove them first"
+            "mailbox %(mailbox)r is the destination of %(count)s alias(es); change or "
+            "remove them first",
+            mailbox=mailbox.display_address,
+            count=len(referring),
         )
     ctx.session.delete(mailbox)
     ctx.audit("mailbox.remove", mailbox.display_address, member=mailbox.member.slug)

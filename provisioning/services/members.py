@@ -10,7 +10,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from provisioning.addresses import parse_destination
-from provisioning.errors import Conflict, LimitExceeded, NotFound, NotPermitted, ValidationError
+from provisioning.errors import (
+    Conflict,
+    LimitExceeded,
+    NotFound,
+    NotPermitted,
+    Term,
+    ValidationError,
+)
 from provisioning.models import (
     Alias,
     Domain,
@@ -45,7 +52,7 @@ def get(session: Session, slug: str, *, for_update: bool = False) -> Member:
         query = query.with_for_update()
     member = session.scalars(query).one_or_none()
     if member is None:
-        raise NotFound(f"no member {slug!r}")
+        raise NotFound("no member %(slug)r", slug=slug)
     return member
 
 
@@ -77,7 +84,14 @@ def require_active(member: Member) -> None:
     """Refuse changes that add services for a member that is not active."""
     if member.status is not MemberStatus.ACTIVE:
         reason = f" ({member.status_reason})" if member.status_reason else ""
-        raise NotPermitted(f"member {member.slug!r} is {member.status.value}{reason}")
+        # One message per status (not the status as a parameter), so translations agree.
+        if member.status is MemberStatus.SUSPENDED:
+            raise NotPermitted(
+                "member %(member)r is suspended%(reason)s", member=member.slug, reason=reason
+            )
+        raise NotPermitted(
+            "member %(member)r is ended%(reason)s", member=member.slug, reason=reason
+        )
 
 
 def parse_kind(kind: str) -> MemberKind:
@@ -85,23 +99,27 @@ def parse_kind(kind: str) -> MemberKind:
         return MemberKind(kind.strip().lower())
     except ValueError:
         choices = ", ".join(k.value for k in MemberKind)
-        raise ValidationError(f"unknown member kind {kind!r}: choose one of {choices}") from None
+        raise ValidationError(
+            "unknown member kind %(kind)r: choose one of %(choices)s", kind=kind, choices=choices
+        ) from None
 
 
 def _check_text(value: str, field: str, max_length: int, *, required: bool = False) -> str:
     value = value.strip()
     if required and not value:
-        raise ValidationError(f"{field} must not be empty")
+        raise ValidationError("%(field)s must not be empty", field=field)
     if len(value) > max_length:
-        raise ValidationError(f"{field} is longer than {max_length} characters")
+        raise ValidationError(
+            "%(field)s is longer than %(max_length)s characters", field=field, max_length=max_length
+        )
     if any(ord(ch) < 32 for ch in value):
-        raise ValidationError(f"{field} must not contain control characters")
+        raise ValidationError("%(field)s must not contain control characters", field=field)
     return value
 
 
 def _check_limit(value: int, field: str) -> int:
     if value < 0:
-        raise ValidationError(f"{field} must not be negative")
+        raise ValidationError("%(field)s must not be negative", field=field)
     return value
 
 
@@ -129,31 +147,32 @@ def create(
     slug = slug.strip().lower()
     if not _SLUG.match(slug):
         raise ValidationError(
-            f"invalid member slug {slug!r}: use lower-case ASCII letters, digits and hyphens "
-            "(it names the member's addresses, e.g. glusk@info.association.pl)"
+            "invalid member slug %(slug)r: use lower-case ASCII letters, digits and "
+            "hyphens (it names the member's addresses, e.g. glusk@info.association.pl)",
+            slug=slug,
         )
     if ctx.session.scalar(select(Member.id).where(Member.slug == slug)) is not None:
-        raise Conflict(f"member {slug!r} already exists")
+        raise Conflict("member %(slug)r already exists", slug=slug)
     defaults = ctx.settings.defaults
     _check_contract(contract_start, contract_end)
     member = Member(
         slug=slug,
-        name=_check_text(name, "member name", 200, required=True),
+        name=_check_text(name, Term("member name"), 200, required=True),
         kind=parse_kind(kind),
         max_mailboxes=_check_limit(
             defaults.member_max_mailboxes if max_mailboxes is None else max_mailboxes,
-            "max mailboxes",
+            Term("max mailboxes"),
         ),
         mail_quota_bytes=_check_limit(
-            defaults.member_mail_quota if mail_quota is None else mail_quota, "mail quota"
+            defaults.member_mail_quota if mail_quota is None else mail_quota, Term("mail quota")
         ),
         max_lines=_check_limit(
-            defaults.member_max_lines if max_lines is None else max_lines, "max lines"
+            defaults.member_max_lines if max_lines is None else max_lines, Term("max lines")
         ),
-        contact_name=_check_text(contact_name, "contact name", 200),
+        contact_name=_check_text(contact_name, Term("contact name"), 200),
         contact_email=parse_destination(contact_email) if contact_email.strip() else "",
-        contact_phone=_check_text(contact_phone, "contact phone", 40),
-        contract_number=_check_text(contract_number, "contract number", 100),
+        contact_phone=_check_text(contact_phone, Term("contact phone"), 40),
+        contract_number=_check_text(contract_number, Term("contract number"), 100),
         contract_start=contract_start,
         contract_end=contract_end,
     )
@@ -176,24 +195,31 @@ def update_package(
     used = usage(ctx.session, member)
     changes: dict[str, int] = {}
     if max_mailboxes is not None:
-        if _check_limit(max_mailboxes, "max mailboxes") < used.mailboxes:
+        if _check_limit(max_mailboxes, Term("max mailboxes")) < used.mailboxes:
             raise LimitExceeded(
-                f"member {member.slug!r} has {used.mailboxes} mailboxes; "
-                f"cannot lower its limit to {max_mailboxes}"
+                "member %(member)r has %(used)s mailboxes; cannot lower its limit to %(limit)s",
+                member=member.slug,
+                used=used.mailboxes,
+                limit=max_mailboxes,
             )
         member.max_mailboxes = changes["max_mailboxes"] = max_mailboxes
     if mail_quota is not None:
-        if _check_limit(mail_quota, "mail quota") < used.quota_allocated:
+        if _check_limit(mail_quota, Term("mail quota")) < used.quota_allocated:
             raise LimitExceeded(
-                f"member {member.slug!r} has {format_size(used.quota_allocated)} allocated to "
-                f"mailboxes; cannot lower its quota to {format_size(mail_quota)}"
+                "member %(member)r has %(allocated)s allocated to mailboxes; cannot lower "
+                "its quota to %(quota)s",
+                member=member.slug,
+                allocated=format_size(used.quota_allocated),
+                quota=format_size(mail_quota),
             )
         member.mail_quota_bytes = changes["mail_quota_bytes"] = mail_quota
     if max_lines is not None:
-        if _check_limit(max_lines, "max lines") < used.lines:
+        if _check_limit(max_lines, Term("max lines")) < used.lines:
             raise LimitExceeded(
-                f"member {member.slug!r} has {used.lines} lines; cannot lower its limit to "
-                f"{max_lines}"
+                "member %(member)r has %(used)s lines; cannot lower its limit to %(limit)s",
+                member=member.slug,
+                used=used.lines,
+                limit=max_lines,
             )
         member.max_lines = changes["max_lines"] = max_lines
     ctx.audit("member.update", member.slug, **changes)
@@ -204,14 +230,23 @@ def set_status(ctx: ServiceContext, slug: str, status: MemberStatus, reason: str
     """Suspend, resume or end a member. Its mailboxes and lines stop working while suspended."""
     member = get(ctx.session, slug, for_update=True)
     if member.status is status:
-        raise ValidationError(f"member {member.slug!r} is already {status.value}")
+        raise _already(member.slug, status)
     previous = member.status
     member.status = status
-    member.status_reason = _check_text(reason, "reason", 500)
+    member.status_reason = _check_text(reason, Term("reason"), 500)
     ctx.audit(
         "member.status", member.slug, status=status.value, previous=previous.value, reason=reason
     )
     return member
+
+
+def _already(slug: str, status: MemberStatus) -> ValidationError:
+    """One message per status (not the status as a parameter), so translations agree."""
+    if status is MemberStatus.ACTIVE:
+        return ValidationError("member %(member)r is already active", member=slug)
+    if status is MemberStatus.SUSPENDED:
+        return ValidationError("member %(member)r is already suspended", member=slug)
+    return ValidationError("member %(member)r is already ended", member=slug)
 
 
 def set_details(
@@ -234,12 +269,12 @@ def set_details(
     member = get(ctx.session, slug, for_update=True)
     _check_contract(contract_start, contract_end)
     wanted: dict[str, object] = {
-        "name": _check_text(name, "member name", 200, required=True),
+        "name": _check_text(name, Term("member name"), 200, required=True),
         "kind": parse_kind(kind),
-        "contact_name": _check_text(contact_name, "contact name", 200),
+        "contact_name": _check_text(contact_name, Term("contact name"), 200),
         "contact_email": parse_destination(contact_email) if contact_email.strip() else "",
-        "contact_phone": _check_text(contact_phone, "contact phone", 40),
-        "contract_number": _check_text(contract_number, "contract number", 100),
+        "contact_phone": _check_text(contact_phone, Term("contact phone"), 40),
+        "contract_number": _check_text(contract_number, Term("contract number"), 100),
         "contract_start": contract_start,
         "contract_end": contract_end,
     }

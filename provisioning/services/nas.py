@@ -31,8 +31,14 @@ MAX_SECRET = 64
 def _check_name(name: str, what: str) -> str:
     name = name.strip().lower()
     if not _NAME.match(name):
+        if what == "NAS":  # one message each, so that translations can name the thing
+            raise ValidationError(
+                "invalid NAS name %(name)r: use lower-case letters, digits, '.', '-' and '_'",
+                name=name,
+            )
         raise ValidationError(
-            f"invalid {what} name {name!r}: use lower-case letters, digits, '.', '-' and '_'"
+            "invalid pool name %(name)r: use lower-case letters, digits, '.', '-' and '_'",
+            name=name,
         )
     return name
 
@@ -40,13 +46,16 @@ def _check_name(name: str, what: str) -> str:
 def check_secret(secret: str) -> str:
     if not MIN_SECRET <= len(secret) <= MAX_SECRET:
         raise ValidationError(
-            f"the shared secret must have {MIN_SECRET} to {MAX_SECRET} characters"
+            "the shared secret must have %(min)s to %(max)s characters",
+            min=MIN_SECRET,
+            max=MAX_SECRET,
         )
     bad = sorted(set(secret) - _SECRET_CHARS)
     if bad:
         raise ValidationError(
             "the shared secret may hold ASCII letters, digits and punctuation other than "
-            "quotes and backslash; not " + ", ".join(repr(c) for c in bad)
+            "quotes and backslash; not %(characters)s",
+            characters=", ".join(repr(c) for c in bad),
         )
     return secret
 
@@ -61,7 +70,11 @@ def parse_vendor(vendor: str) -> NasVendor:
         return NasVendor(vendor.strip().lower())
     except ValueError:
         choices = ", ".join(v.value for v in NasVendor)
-        raise ValidationError(f"unknown NAS vendor {vendor!r}: choose one of {choices}") from None
+        raise ValidationError(
+            "unknown NAS vendor %(vendor)r: choose one of %(choices)s",
+            vendor=vendor,
+            choices=choices,
+        ) from None
 
 
 def parse_address(text: str) -> str:
@@ -69,7 +82,7 @@ def parse_address(text: str) -> str:
     try:
         network = ipaddress.ip_network(text.strip(), strict=False)
     except ValueError:
-        raise ValidationError(f"not an IP address or network: {text!r}") from None
+        raise ValidationError("not an IP address or network: %(text)r", text=text) from None
     if network.num_addresses == 1:
         return str(network.network_address)
     return str(network)
@@ -78,7 +91,7 @@ def parse_address(text: str) -> str:
 def get(session: Session, name: str) -> Nas:
     nas = session.scalars(select(Nas).where(Nas.name == name.strip().lower())).one_or_none()
     if nas is None:
-        raise NotFound(f"no NAS {name!r}")
+        raise NotFound("no NAS %(name)r", name=name)
     return nas
 
 
@@ -107,11 +120,11 @@ def create(
     name = _check_name(name, "NAS")
     address = parse_address(address)
     if ctx.session.scalar(select(Nas.id).where(Nas.name == name)) is not None:
-        raise Conflict(f"NAS {name!r} already exists")
+        raise Conflict("NAS %(name)r already exists", name=name)
     if ctx.session.scalar(select(Nas.name).where(Nas.address == address)) is not None:
-        raise Conflict(f"a NAS with address {address} already exists")
+        raise Conflict("a NAS with address %(address)s already exists", address=address)
     if not 1 <= coa_port <= 65535:
-        raise ValidationError(f"not a port: {coa_port}")
+        raise ValidationError("not a port: %(port)s", port=coa_port)
     description = description.strip()
     if len(description) > 200 or any(ord(ch) < 32 for ch in description):
         raise ValidationError("description: at most 200 characters, no control characters")
@@ -153,7 +166,7 @@ def for_address(session: Session, ip: str) -> Nas | None:
 def get_pool(session: Session, name: str) -> IpPool:
     pool = session.scalars(select(IpPool).where(IpPool.name == name.strip().lower())).one_or_none()
     if pool is None:
-        raise NotFound(f"no IP pool {name!r}")
+        raise NotFound("no IP pool %(name)r", name=name)
     return pool
 
 
@@ -167,18 +180,27 @@ def create_pool(ctx: ServiceContext, name: str, network: str, description: str =
     try:
         net = ipaddress.ip_network(network.strip(), strict=True)
     except ValueError as exc:
-        raise ValidationError(f"not a network: {network!r} ({exc})") from None
+        raise ValidationError(
+            "not a network: %(network)r (%(reason)s)", network=network, reason=str(exc)
+        ) from None
     if ctx.session.scalar(select(IpPool.id).where(IpPool.name == name)) is not None:
-        raise Conflict(f"IP pool {name!r} already exists")
+        raise Conflict("IP pool %(name)r already exists", name=name)
     for other in list_pools(ctx.session):
         if net.overlaps(ipaddress.ip_network(other.network)):
-            raise Conflict(f"{net} overlaps IP pool {other.name!r} ({other.network})")
+            raise Conflict(
+                "%(net)s overlaps IP pool %(pool)r (%(network)s)",
+                net=net,
+                pool=other.name,
+                network=other.network,
+            )
     static = ctx.session.scalars(
         select(Subscriber.static_ip).where(Subscriber.static_ip.is_not(None))
     )
     for ip in static:
         if ip is not None and ipaddress.ip_address(ip) in net:
-            raise Conflict(f"{net} holds the static address {ip} of a subscriber")
+            raise Conflict(
+                "%(net)s holds the static address %(ip)s of a subscriber", net=net, ip=ip
+            )
     pool = IpPool(name=name, network=str(net), description=description.strip()[:200])
     ctx.session.add(pool)
     ctx.session.flush()

@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from provisioning.errors import Conflict, NotFound, ValidationError
+from provisioning.errors import Conflict, NotFound, Term, ValidationError
 from provisioning.models import CapAction, PlanAttribute, PlanKind, ServicePlan, Subscriber
 from provisioning.services.context import ServiceContext
 
@@ -59,11 +59,11 @@ def parse_rate(text: str | int) -> int:
     else:
         match = _RATE.match(text)
         if not match:
-            raise ValidationError(f"not a rate: {text!r} (use e.g. 512k, 2M, 1G bit/s)")
+            raise ValidationError("not a rate: %(text)r (use e.g. 512k, 2M, 1G bit/s)", text=text)
         number, unit = match.groups()
         value = round(float(number) * _RATE_UNITS[unit.lower()])
     if value < 0 or value > MAX_RATE:
-        raise ValidationError(f"rate out of range: {text!r}")
+        raise ValidationError("rate out of range: %(text)r", text=text)
     return value
 
 
@@ -80,7 +80,7 @@ def get(session: Session, name: str) -> ServicePlan:
         select(ServicePlan).where(ServicePlan.name == name.strip().lower())
     ).one_or_none()
     if plan is None:
-        raise NotFound(f"no plan {name!r}")
+        raise NotFound("no plan %(name)r", name=name)
     return plan
 
 
@@ -176,7 +176,8 @@ def _check_name(name: str) -> str:
     name = name.strip().lower()
     if not _NAME.match(name):
         raise ValidationError(
-            f"invalid plan name {name!r}: use lower-case letters, digits, '.', '-' and '_'"
+            "invalid plan name %(name)r: use lower-case letters, digits, '.', '-' and '_'",
+            name=name,
         )
     return name
 
@@ -195,29 +196,33 @@ def parse_kind(kind: str) -> PlanKind:
         return PlanKind(kind.strip().lower().replace("-", ""))
     except ValueError:
         choices = ", ".join(k.value for k in PlanKind)
-        raise ValidationError(f"unknown plan kind {kind!r}: choose one of {choices}") from None
+        raise ValidationError(
+            "unknown plan kind %(kind)r: choose one of %(choices)s", kind=kind, choices=choices
+        ) from None
 
 
 def parse_cap_action(action: str) -> CapAction:
     try:
         return CapAction(action.strip().lower())
     except ValueError:
-        raise ValidationError(f"unknown cap action {action!r}: reject or throttle") from None
+        raise ValidationError(
+            "unknown cap action %(action)r: reject or throttle", action=action
+        ) from None
 
 
 def _positive_or_none(value: int | None, field: str, maximum: int = 2**62) -> int | None:
     if value is None or value == 0:
         return None
     if value < 0 or value > maximum:
-        raise ValidationError(f"{field} out of range: {value}")
+        raise ValidationError("%(field)s out of range: %(value)s", field=field, value=value)
     return value
 
 
 def _validate(plan: ServicePlan) -> None:
     if not 1 <= plan.simultaneous_use <= MAX_SIMULTANEOUS:
-        raise ValidationError(f"simultaneous sessions must be 1 to {MAX_SIMULTANEOUS}")
+        raise ValidationError("simultaneous sessions must be 1 to %(max)s", max=MAX_SIMULTANEOUS)
     if plan.port_limit is not None and not 1 <= plan.port_limit <= MAX_SIMULTANEOUS:
-        raise ValidationError(f"port limit must be 1 to {MAX_SIMULTANEOUS}")
+        raise ValidationError("port limit must be 1 to %(max)s", max=MAX_SIMULTANEOUS)
     if plan.cap_action is CapAction.THROTTLE:
         if plan.data_cap_bytes is None:
             raise ValidationError("a throttling plan needs a data cap")
@@ -249,22 +254,22 @@ def create(
 ) -> ServicePlan:
     name = _check_name(name)
     if ctx.session.scalar(select(ServicePlan.id).where(ServicePlan.name == name)) is not None:
-        raise Conflict(f"plan {name!r} already exists")
+        raise Conflict("plan %(name)r already exists", name=name)
     plan = ServicePlan(
         name=name,
         description=_check_description(description),
         kind=parse_kind(kind),
         download_bps=parse_rate(download_bps),
         upload_bps=parse_rate(upload_bps),
-        data_cap_bytes=_positive_or_none(data_cap_bytes, "data cap"),
-        time_cap_seconds=_positive_or_none(time_cap_seconds, "time cap"),
+        data_cap_bytes=_positive_or_none(data_cap_bytes, Term("data cap")),
+        time_cap_seconds=_positive_or_none(time_cap_seconds, Term("time cap")),
         cap_action=parse_cap_action(cap_action),
         fair_use_download_bps=parse_rate(fair_use_download_bps),
         fair_use_upload_bps=parse_rate(fair_use_upload_bps),
-        session_timeout=_positive_or_none(session_timeout, "session timeout", MAX_TIMEOUT),
-        idle_timeout=_positive_or_none(idle_timeout, "idle timeout", MAX_TIMEOUT),
+        session_timeout=_positive_or_none(session_timeout, Term("session timeout"), MAX_TIMEOUT),
+        idle_timeout=_positive_or_none(idle_timeout, Term("idle timeout"), MAX_TIMEOUT),
         simultaneous_use=simultaneous_use,
-        port_limit=_positive_or_none(port_limit, "port limit"),
+        port_limit=_positive_or_none(port_limit, Term("port limit")),
     )
     _validate(plan)
     ctx.session.add(plan)
@@ -300,18 +305,21 @@ def update(
         "kind": (kind, parse_kind),
         "download_bps": (download_bps, parse_rate),
         "upload_bps": (upload_bps, parse_rate),
-        "data_cap_bytes": (data_cap_bytes, lambda v: _positive_or_none(v, "data cap")),
-        "time_cap_seconds": (time_cap_seconds, lambda v: _positive_or_none(v, "time cap")),
+        "data_cap_bytes": (data_cap_bytes, lambda v: _positive_or_none(v, Term("data cap"))),
+        "time_cap_seconds": (time_cap_seconds, lambda v: _positive_or_none(v, Term("time cap"))),
         "cap_action": (cap_action, parse_cap_action),
         "fair_use_download_bps": (fair_use_download_bps, parse_rate),
         "fair_use_upload_bps": (fair_use_upload_bps, parse_rate),
         "session_timeout": (
             session_timeout,
-            lambda v: _positive_or_none(v, "session timeout", MAX_TIMEOUT),
+            lambda v: _positive_or_none(v, Term("session timeout"), MAX_TIMEOUT),
         ),
-        "idle_timeout": (idle_timeout, lambda v: _positive_or_none(v, "idle timeout", MAX_TIMEOUT)),
+        "idle_timeout": (
+            idle_timeout,
+            lambda v: _positive_or_none(v, Term("idle timeout"), MAX_TIMEOUT),
+        ),
         "simultaneous_use": (simultaneous_use, int),
-        "port_limit": (port_limit, lambda v: _positive_or_none(v, "port limit")),
+        "port_limit": (port_limit, lambda v: _positive_or_none(v, Term("port limit"))),
         "description": (description, _check_description),
     }
     for field, (value, parse) in given.items():
@@ -330,7 +338,9 @@ def remove(ctx: ServiceContext, name: str) -> None:
     plan = get(ctx.session, name)
     used = subscriber_counts(ctx.session).get(plan.id, 0)
     if used:
-        raise Conflict(f"plan {plan.name!r} has {used} subscriber(s); move them first")
+        raise Conflict(
+            "plan %(plan)r has %(count)s subscriber(s); move them first", plan=plan.name, count=used
+        )
     ctx.session.delete(plan)
     ctx.audit("plan.remove", plan.name)
 

@@ -49,7 +49,7 @@ def parse_month(text: str | None, today: date | None = None) -> tuple[int, int]:
         return today.year, today.month
     match = _MONTH.match(text.strip())
     if not match or not 1 <= int(match.group(2)) <= 12:
-        raise ValidationError(f"not a month: {text!r} (use YYYY-MM)")
+        raise ValidationError("not a month: %(text)r (use YYYY-MM)", text=text)
     return int(match.group(1)), int(match.group(2))
 
 

@@ -98,7 +98,7 @@ def _parse_bool(text: str, column: str) -> bool:
         return True
     if lowered in _FALSE:
         return False
-    raise ValidationError(f"{column} must be yes or no, not {text!r}")
+    raise ValidationError("%(column)s must be yes or no, not %(text)r", column=column, text=text)
 
 
 def _parse_date(text: str) -> date | None:
@@ -107,7 +107,9 @@ def _parse_date(text: str) -> date | None:
     try:
         return date.fromisoformat(text)
     except ValueError:
-        raise ValidationError(f"expires must be a date YYYY-MM-DD, not {text!r}") from None
+        raise ValidationError(
+            "expires must be a date YYYY-MM-DD, not %(text)r", text=text
+        ) from None
 
 
 def _import_row(ctx: ServiceContext, row: Row, generate: bool) -> str | None:

@@ -50,8 +50,9 @@ def normalize_username(username: str) -> str:
     name = username.strip().lower()
     if not _USERNAME.match(name):
         raise ValidationError(
-            f"invalid subscriber name {username!r}: use letters, digits, '.', '-', '_' and '@' "
-            "(at most 64, starting and ending with a letter or digit)"
+            "invalid subscriber name %(username)r: use letters, digits, '.', '-', '_' "
+            "and '@' (at most 64, starting and ending with a letter or digit)",
+            username=username,
         )
     return name
 
@@ -63,7 +64,7 @@ def get(session: Session, username: str) -> Subscriber:
         .options(joinedload(Subscriber.member), joinedload(Subscriber.plan))
     ).one_or_none()
     if subscriber is None:
-        raise NotFound(f"no subscriber {username!r}")
+        raise NotFound("no subscriber %(username)r", username=username)
     return subscriber
 
 
@@ -92,7 +93,9 @@ def make_credentials(ctx: ServiceContext, password: str, *, chap: bool) -> Crede
     """The stored forms of a password (see the module docstring)."""
     ctx.hasher.check_policy(password)
     if len(password.encode()) > MAX_PASSWORD_BYTES:
-        raise ValidationError(f"password too long for RADIUS: at most {MAX_PASSWORD_BYTES} bytes")
+        raise ValidationError(
+            "password too long for RADIUS: at most %(max)s bytes", max=MAX_PASSWORD_BYTES
+        )
     return Credentials(
         crypt=sha512_crypt.using(rounds=CRYPT_ROUNDS).hash(password),
         nt=nthash.hash(password).lower(),
@@ -104,18 +107,27 @@ def _check_static_ip(session: Session, ip: str, subscriber_id: int | None = None
     try:
         address = ipaddress.ip_address(ip.strip())
     except ValueError:
-        raise ValidationError(f"not an IP address: {ip!r}") from None
+        raise ValidationError("not an IP address: %(ip)r", ip=ip) from None
     if address.version != 4:
         raise ValidationError("a static address must be IPv4 (Framed-IP-Address)")
     if address.is_multicast or address.is_unspecified or address.is_loopback:
-        raise ValidationError(f"{address} cannot be a subscriber's address")
+        raise ValidationError("%(address)s cannot be a subscriber's address", address=address)
     text = str(address)
     holder = session.scalars(select(Subscriber).where(Subscriber.static_ip == text)).one_or_none()
     if holder is not None and holder.id != subscriber_id:
-        raise Conflict(f"{text} is the static address of subscriber {holder.username!r}")
+        raise Conflict(
+            "%(address)s is the static address of subscriber %(subscriber)r",
+            address=text,
+            subscriber=holder.username,
+        )
     pool = nas.pool_holding(session, text)
     if pool is not None:
-        raise Conflict(f"{text} is inside IP pool {pool.name!r} ({pool.network})")
+        raise Conflict(
+            "%(address)s is inside IP pool %(pool)r (%(network)s)",
+            address=text,
+            pool=pool.name,
+            network=pool.network,
+        )
     return text
 
 
@@ -123,8 +135,9 @@ def _check_calling_id(value: str) -> str:
     value = value.strip()
     if not _CALLING_ID.match(value):
         raise ValidationError(
-            f"invalid Calling-Station-Id {value!r}: a phone number or MAC address "
-            "(letters, digits, '+', ':', '.', '-', '_')"
+            "invalid Calling-Station-Id %(value)r: a phone number or MAC address "
+            "(letters, digits, '+', ':', '.', '-', '_')",
+            value=value,
         )
     return value.lower()
 
@@ -157,12 +170,13 @@ def create(
     members.require_active(member)
     plan = plans.get(ctx.session, plan_name)
     if ctx.session.scalar(select(Subscriber.id).where(Subscriber.username == username)):
-        raise Conflict(f"subscriber {username!r} already exists")
+        raise Conflict("subscriber %(username)r already exists", username=username)
     used = lines_used(ctx.session, member)
     if used + 1 > member.max_lines:
         raise LimitExceeded(
-            f"member {member.slug!r} has used all {member.max_lines} subscriber lines "
-            "of its package"
+            "member %(member)r has used all %(limit)s subscriber lines of its package",
+            member=member.slug,
+            limit=member.max_lines,
         )
     if static_ip is not None and pool_name is not None:
         raise ValidationError("give a static address or a pool, not both")
@@ -215,7 +229,14 @@ def set_status(
     """Suspend or resume: a suspended subscriber's next login is rejected with a reason."""
     subscriber = get(ctx.session, username)
     if subscriber.status is status:
-        raise ValidationError(f"subscriber {subscriber.username!r} is already {status.value}")
+        # One message per status (not the status as a parameter), so translations agree.
+        if status is SubscriberStatus.ACTIVE:
+            raise ValidationError(
+                "subscriber %(subscriber)r is already active", subscriber=subscriber.username
+            )
+        raise ValidationError(
+            "subscriber %(subscriber)r is already suspended", subscriber=subscriber.username
+        )
     reason = reason.strip()
     if len(reason) > 500 or any(ord(ch) < 32 for ch in reason):
         raise ValidationError("reason: at most 500 characters, no control characters")
