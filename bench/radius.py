@@ -53,6 +53,7 @@ from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -375,6 +376,7 @@ def time_report(db: Database, repeat: int = 7) -> dict[str, object]:
             summed.append((time.perf_counter() - began) * 1000)
     with db.reader() as session:
         covered = radius.rollup_covers(session, start, end)
+        sql = report_sql_ms(session, start, repeat)
         identical = radius.usage(session, year, month).as_dict() == slow.as_dict()
     with db.reader() as session:
         in_month = session.scalar(
@@ -390,11 +392,27 @@ def time_report(db: Database, repeat: int = 7) -> dict[str, object]:
         "report_ms_max": round(max(timings), 1),
         "member_report_ms_median": round(statistics.median(member), 1),
         "member_report_ms_max": round(max(member), 1),
+        "report_sql_only_ms_median": round(statistics.median(sql), 1),
         "runs": repeat,
         "from_rollup": covered,
         "radacct_sum_ms_median": round(statistics.median(summed), 1),
         "rollup_equals_radacct_sum": identical,
     }
+
+
+def report_sql_ms(session: Session, start: int, repeat: int) -> list[float]:
+    """The report's rollup query alone, through sqlite3 (no SQLAlchemy, no Python rows), in ms."""
+    query = radius._usage_from_rollup(start)  # the bench splits SQL time from Python time
+    sql = str(query.compile(session.get_bind(), compile_kwargs={"literal_binds": True}))
+    cursor = session.connection().connection.cursor()
+    timings = []
+    for _ in range(repeat):
+        began = time.perf_counter()
+        cursor.execute(sql)
+        cursor.fetchall()
+        timings.append((time.perf_counter() - began) * 1000)
+    cursor.close()
+    return timings
 
 
 _LOG_KINDS = {
@@ -509,7 +527,123 @@ def accounting_files(
     )
 
 
-def main() -> int:  # noqa: PLR0915 - one run, step by step
+def measure_freeradius(  # noqa: PLR0915 - one run, step by step
+    args: argparse.Namespace, settings: Settings, root: Path, hashes: dict[int, str]
+) -> dict[str, object]:
+    """Logins (muninet and the users file), the login log and accounting, one FreeRADIUS run."""
+    results: dict[str, object] = {}
+    state = settings.paths.state_dir
+    count = args.subscribers
+    # Spread over all subscribers, half of them cleartext (even), half crypt (odd).
+    picked = [(i * 7919) % count for i in range(args.requests)]
+    clear_ids = [i for i in picked if chap(i)]
+    crypt_ids = [i for i in picked if not chap(i)]
+
+    server = FreeRadius(settings, reject_delay=0)
+    files = server.start(timeout=60)
+    results["freeradius_config"] = rendered_settings(files.config)
+    offset = files.log.stat().st_size
+    auth_port = settings.listen.radius_auth_port
+    measured: dict[str, dict[str, float]] = {}
+    db = Database.from_settings(settings)
+    db_file = state / "muninet.db"
+    try:
+        for label, ids in (("cleartext", clear_ids), ("sha512crypt", crypt_ids)):
+            batches = write_batches(root / f"auth-{label}", auth_requests(ids), AUTH_BATCH)
+            cold, warm = send_cold_warm(batches, auth_port)
+            measured[f"muninet_{label}_cold"] = cold
+            measured[f"muninet_{label}_warm"] = warm
+            print(label, "cold", cold, "warm", warm)
+        results["login_log"] = wait_for_login_log(db, 2 * len(picked))
+        print("login log:", results["login_log"])
+        acct_port = settings.listen.radius_acct_port
+        # Alternately without and with the rollup's triggers, a quarter each.
+        quarter = args.sessions // 4
+        acct: dict[str, list[dict[str, float]]] = {}
+        rebuilds = []
+        for n, triggers in enumerate((False, True, False, True)):
+            saved = [] if triggers else drop_rollup_triggers(db_file)
+            start_files, stop_files = accounting_files(root, quarter, count, n * quarter)
+            for kind, files_ in (("start", start_files), ("stop", stop_files)):
+                key = f"accounting_{kind}_{'rollup' if triggers else 'no_rollup'}"
+                acct.setdefault(key, []).append(send(files_, acct_port, "acct"))
+                print(key, acct[key][-1])
+            if saved:
+                rebuilds.append(restore_rollup_triggers(db_file, saved, settings))
+        for key, runs in acct.items():
+            measured[key] = _summed(
+                [{k: int(r[k]) for k in ("approved", "denied", "lost")} for r in runs],
+                int(sum(r["requests"] for r in runs)),
+                sum(r["seconds"] for r in runs),
+            )
+        results["rollup_rebuild_after_accounting_seconds"] = [round(s, 2) for s in rebuilds]
+    finally:
+        server.stop()
+        results["freeradius_log"] = log_problems(files.log, offset)
+        print("FreeRADIUS log:", results["freeradius_log"])
+
+    with db.reader() as session:
+        stored = session.scalar(select(func.count()).select_from(RadAcct)) or 0
+        closed = (
+            session.scalar(
+                select(func.count()).select_from(RadAcct).where(RadAcct.acctstoptime.is_not(None))
+            )
+            or 0
+        )
+    results["accounting_check"] = {
+        "sessions_sent": 4 * quarter,
+        "radacct_rows": stored,
+        "closed": closed,
+        "lost": 4 * quarter - closed,
+    }
+    print("radacct check:", results["accounting_check"])
+
+    reference, ref_port = start_users_file(
+        root / "reference", count, hashes, files.raddb / "clients.conf"
+    )
+    try:
+        for label in ("cleartext", "sha512crypt"):
+            batches = sorted((root / f"auth-{label}").glob("*.txt"))
+            send(batches[:2], ref_port, "auth")  # warm-up
+            measured[f"users_file_{label}"] = send(batches, ref_port, "auth")
+            print("users file", label, measured[f"users_file_{label}"])
+    finally:
+        reference.terminate()
+        reference.wait(timeout=15)
+    results["measured"] = measured
+    ratios: dict[str, float] = {}
+    for label in ("cleartext", "sha512crypt"):
+        ref = measured[f"users_file_{label}"]["per_second"]
+        for phase in ("cold", "warm"):
+            got = measured[f"muninet_{label}_{phase}"]["per_second"]
+            ratios[f"{label}_{phase}"] = round(got / ref, 3) if ref else 0.0
+    results["ratio_vs_users_file"] = ratios
+    db.dispose()
+    return results
+
+
+def bench_settings(state: Path) -> Settings:
+    return load_settings(
+        {
+            "MUNINET_PATHS__STATE_DIR": str(state),
+            "MUNINET_DATABASE__URL": f"sqlite:///{state / 'muninet.db'}",
+            "MUNINET_LISTEN__RADIUS_AUTH_PORT": str(free_udp_port()),
+            "MUNINET_LISTEN__RADIUS_ACCT_PORT": str(free_udp_port()),
+        }
+    )
+
+
+def retime(root: Path) -> int:
+    """Only the report timing, on a kept work directory's database (a quieter moment)."""
+    db = Database.from_settings(bench_settings(root / "state"))
+    load = os.getloadavg()
+    report = time_report(db)
+    db.dispose()
+    print(json.dumps({"load_average": [load, os.getloadavg()], **report}, indent=2))
+    return 0
+
+
+def main() -> int:
     global PARALLEL  # noqa: PLW0603 - a command-line option
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--subscribers", type=int, default=50_000)
@@ -519,9 +653,24 @@ def main() -> int:  # noqa: PLR0915 - one run, step by step
         "--radacct", type=int, default=5_000_000, help="radacct rows for the report"
     )
     parser.add_argument("--parallel", type=int, default=PARALLEL, help="radclients at a time")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="no FreeRADIUS: provision, load radacct, time the usage report",
+    )
+    parser.add_argument(
+        "--reuse",
+        type=Path,
+        metavar="DIR",
+        help="time the report again on the work directory of a BENCH_KEEP=1 run",
+    )
     args = parser.parse_args()
     PARALLEL = args.parallel
-    if freeradius_binary() is None or not Path("/usr/bin/radclient").exists():
+    if args.reuse:
+        return retime(args.reuse)
+    if not args.report_only and (
+        freeradius_binary() is None or not Path("/usr/bin/radclient").exists()
+    ):
         print("needs freeradius and freeradius-utils", file=sys.stderr)
         return 1
     results: dict[str, object] = {
@@ -529,6 +678,8 @@ def main() -> int:  # noqa: PLR0915 - one run, step by step
         "cpus": os.cpu_count(),
         "subscribers": args.subscribers,
         "backend": "sqlite",
+        "report_only": args.report_only,
+        "load_average_at_start": os.getloadavg(),
         "radclient": f"files of {BATCH}, radclient -q -s -p 64 -r 3 -t 5, {PARALLEL} at a time",
     }
     keep = bool(os.environ.get("BENCH_KEEP"))
@@ -541,106 +692,17 @@ def main() -> int:  # noqa: PLR0915 - one run, step by step
         root = Path(tmp)
         state = root / "state"
         state.mkdir()
-        env = {
-            "MUNINET_PATHS__STATE_DIR": str(state),
-            "MUNINET_DATABASE__URL": f"sqlite:///{state / 'muninet.db'}",
-            "MUNINET_LISTEN__RADIUS_AUTH_PORT": str(free_udp_port()),
-            "MUNINET_LISTEN__RADIUS_ACCT_PORT": str(free_udp_port()),
-        }
-        settings = load_settings(env)
+        settings = bench_settings(state)
         began = time.perf_counter()
         hashes = provision(settings, args.subscribers)
         results["provision_seconds"] = round(time.perf_counter() - began, 1)
         print(f"{args.subscribers} subscribers in {results['provision_seconds']} s")
 
+        if not args.report_only:
+            results.update(measure_freeradius(args, settings, root, hashes))
         count = args.subscribers
-        # Spread over all subscribers, half of them cleartext (even), half crypt (odd).
-        picked = [(i * 7919) % count for i in range(args.requests)]
-        clear_ids = [i for i in picked if chap(i)]
-        crypt_ids = [i for i in picked if not chap(i)]
-
-        server = FreeRadius(settings, reject_delay=0)
-        files = server.start(timeout=60)
-        results["freeradius_config"] = rendered_settings(files.config)
-        offset = files.log.stat().st_size
-        auth_port = settings.listen.radius_auth_port
-        measured: dict[str, dict[str, float]] = {}
         db = Database.from_settings(settings)
         db_file = state / "muninet.db"
-        try:
-            for label, ids in (("cleartext", clear_ids), ("sha512crypt", crypt_ids)):
-                batches = write_batches(root / f"auth-{label}", auth_requests(ids), AUTH_BATCH)
-                cold, warm = send_cold_warm(batches, auth_port)
-                measured[f"muninet_{label}_cold"] = cold
-                measured[f"muninet_{label}_warm"] = warm
-                print(label, "cold", cold, "warm", warm)
-            results["login_log"] = wait_for_login_log(db, 2 * len(picked))
-            print("login log:", results["login_log"])
-            acct_port = settings.listen.radius_acct_port
-            # Alternately without and with the rollup's triggers, a quarter each.
-            quarter = args.sessions // 4
-            acct: dict[str, list[dict[str, float]]] = {}
-            rebuilds = []
-            for n, triggers in enumerate((False, True, False, True)):
-                saved = [] if triggers else drop_rollup_triggers(db_file)
-                start_files, stop_files = accounting_files(root, quarter, count, n * quarter)
-                for kind, files_ in (("start", start_files), ("stop", stop_files)):
-                    key = f"accounting_{kind}_{'rollup' if triggers else 'no_rollup'}"
-                    acct.setdefault(key, []).append(send(files_, acct_port, "acct"))
-                    print(key, acct[key][-1])
-                if saved:
-                    rebuilds.append(restore_rollup_triggers(db_file, saved, settings))
-            for key, runs in acct.items():
-                measured[key] = _summed(
-                    [{k: int(r[k]) for k in ("approved", "denied", "lost")} for r in runs],
-                    int(sum(r["requests"] for r in runs)),
-                    sum(r["seconds"] for r in runs),
-                )
-            results["rollup_rebuild_after_accounting_seconds"] = [round(s, 2) for s in rebuilds]
-        finally:
-            server.stop()
-            results["freeradius_log"] = log_problems(files.log, offset)
-            print("FreeRADIUS log:", results["freeradius_log"])
-
-        with db.reader() as session:
-            stored = session.scalar(select(func.count()).select_from(RadAcct)) or 0
-            closed = (
-                session.scalar(
-                    select(func.count())
-                    .select_from(RadAcct)
-                    .where(RadAcct.acctstoptime.is_not(None))
-                )
-                or 0
-            )
-        results["accounting_check"] = {
-            "sessions_sent": 4 * quarter,
-            "radacct_rows": stored,
-            "closed": closed,
-            "lost": 4 * quarter - closed,
-        }
-        print("radacct check:", results["accounting_check"])
-
-        reference, ref_port = start_users_file(
-            root / "reference", count, hashes, files.raddb / "clients.conf"
-        )
-        try:
-            for label in ("cleartext", "sha512crypt"):
-                batches = sorted((root / f"auth-{label}").glob("*.txt"))
-                send(batches[:2], ref_port, "auth")  # warm-up
-                measured[f"users_file_{label}"] = send(batches, ref_port, "auth")
-                print("users file", label, measured[f"users_file_{label}"])
-        finally:
-            reference.terminate()
-            reference.wait(timeout=15)
-        results["measured"] = measured
-        ratios: dict[str, float] = {}
-        for label in ("cleartext", "sha512crypt"):
-            ref = measured[f"users_file_{label}"]["per_second"]
-            for phase in ("cold", "warm"):
-                got = measured[f"muninet_{label}_{phase}"]["per_second"]
-                ratios[f"{label}_{phase}"] = round(got / ref, 3) if ref else 0.0
-        results["ratio_vs_users_file"] = ratios
-
         if args.radacct:
             saved = drop_rollup_triggers(db_file)
             seconds = load_radacct(db_file, args.radacct, count)
@@ -654,6 +716,7 @@ def main() -> int:  # noqa: PLR0915 - one run, step by step
         results["report"] = time_report(db)
         db.dispose()
 
+    results["load_average_at_end"] = os.getloadavg()
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"radius-{datetime.now():%Y%m%d-%H%M%S}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
@@ -663,11 +726,17 @@ def main() -> int:  # noqa: PLR0915 - one run, step by step
 
 
 def print_summary(results: dict[str, object]) -> None:
+    print()
+    if "measured" in results:
+        print_logins(results)
+    print("usage report:", results["report"], "over", results["radacct_rows"], "radacct rows")
+
+
+def print_logins(results: dict[str, object]) -> None:
     measured = results["measured"]
     ratios = results["ratio_vs_users_file"]
     assert isinstance(measured, dict)
     assert isinstance(ratios, dict)
-    print()
     print(f"{'PAP Access-Requests':40} {'req/s':>9} {'rejects':>8} {'lost':>6} {'vs users':>9}")
     for label in ("cleartext", "sha512crypt"):
         ref = measured[f"users_file_{label}"]
@@ -691,7 +760,6 @@ def print_summary(results: dict[str, object]) -> None:
     print("login log:", results["login_log"])
     print("radacct check:", results["accounting_check"])
     print("FreeRADIUS log:", results["freeradius_log"])
-    print("usage report:", results["report"], "over", results["radacct_rows"], "radacct rows")
 
 
 if __name__ == "__main__":

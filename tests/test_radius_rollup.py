@@ -9,13 +9,17 @@ rollup equals the one summed over radacct, for every month and member.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from itertools import count
 
 import pytest
-from sqlalchemy import delete, select, update
+from alembic import command
+from sqlalchemy import delete, select, text, update
+from sqlalchemy.orm import Session
 
+from provisioning.db import Database
 from provisioning.models import RadAcct
 from provisioning.models.radius import RadAcctMonthly, UsageMonth
 from provisioning.services import members, plans, radius, subscribers
@@ -95,6 +99,24 @@ def assert_same(ctx: ServiceContext) -> None:
     assert radius.rollup_covers(ctx.session, start_, end)
     for fast, slow in reports(ctx):
         assert fast == slow
+    for month in (2, 3, 4):
+        assert_members_sum_their_rows(radius.usage(ctx.session, YEAR, month))
+
+
+def assert_members_sum_their_rows(report: radius.UsageReport) -> None:
+    """Both report paths share the per-member sums: checked here against the rows."""
+    slugs = {row.member for row in report.rows if row.member}
+    assert set(report.members) == slugs
+    for slug in slugs:
+        mine = [row for row in report.rows if row.member == slug]
+        assert report.members[slug] == radius.UsageRow(
+            slug,
+            slug,
+            sum(row.sessions for row in mine),
+            sum(row.session_time for row in mine),
+            sum(row.input_octets for row in mine),
+            sum(row.output_octets for row in mine),
+        )
 
 
 def test_rollup_equals_radacct_through_every_kind_of_write(unit: Unit, isp: None) -> None:
@@ -229,3 +251,79 @@ def test_over_cap_uses_the_same_sums(unit: Unit, isp: None) -> None:
         over = radius.over_cap_sessions(ctx.session)
         assert [o.session.username for o in over] == ["dora"]
         assert over[0].reason == "data cap"
+
+
+def test_report_leaves_the_garbage_collector_as_it_found_it(unit: Unit, isp: None) -> None:
+    first, _ = radius.month_bounds(YEAR, MONTH)
+    with unit() as ctx:
+        start(ctx, "ala", first + 60, seconds=60, octets=600)
+    with unit() as ctx:
+        assert gc.isenabled()
+        assert radius.usage(ctx.session, YEAR, MONTH).rows
+        assert gc.isenabled()
+        gc.disable()
+        try:
+            radius.usage(ctx.session, YEAR, MONTH)
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
+
+
+ROLLUP_SQL = """SELECT username, month_start, sessions, session_time, input_octets, output_octets
+FROM radacct_monthly ORDER BY username, month_start"""
+
+
+def test_migration_0009_keeps_the_rollup_and_its_triggers(empty_database_url: str) -> None:
+    """0009 re-keys radacct_monthly (SQLite: copies it): rows and triggers survive, both ways."""
+    database = Database(empty_database_url)
+    database.upgrade("0008")
+    first, following = radius.month_bounds(YEAR, MONTH)
+
+    def add_session(at: int, octets: int) -> None:
+        unique = f"m{next(_ids)}"
+        with Session(database.engine) as session, session.begin():
+            session.add(
+                RadAcct(
+                    acctsessionid=unique,
+                    acctuniqueid=unique,
+                    username=("ala", "bob")[octets % 2],
+                    nasipaddress="10.0.0.1",
+                    nasportid="",
+                    nasporttype="",
+                    acctstarttime=at,
+                    acctupdatetime=at,
+                    acctsessiontime=60,
+                    acctinputoctets=octets,
+                    acctoutputoctets=2 * octets,
+                    acctterminatecause="",
+                    calledstationid="",
+                    callingstationid="",
+                    framedipaddress="",
+                    framedprotocol="",
+                    servicetype="",
+                )
+            )
+
+    def rollup() -> list[tuple[object, ...]]:
+        with database.engine.connect() as connection:
+            return [tuple(row) for row in connection.execute(text(ROLLUP_SQL))]
+
+    for n in range(6):
+        add_session(first - 3600 + n * 1800, 1000 + n)
+    before = rollup()
+    assert len(before) == 4  # ala and bob, in February and March
+    assert database.upgrade() == ("0008", database.head_revision())
+    assert rollup() == before
+    add_session(following - 1, 7)  # the triggers still keep the rollup
+    after = rollup()
+    assert len(after) == 4
+    assert sum(int(str(row[2])) for row in after) == 7
+    with Session(database.engine) as session:
+        fast = radius.usage(session, YEAR, MONTH).as_dict()
+        assert fast == radius.usage(session, YEAR, MONTH, rollup=False).as_dict()
+    with database.engine.begin() as connection:
+        command.downgrade(database._alembic_config(connection), "0008")
+    assert rollup() == after
+    add_session(first, 9)
+    assert sum(int(str(row[2])) for row in rollup()) == 8
+    database.dispose()

@@ -685,6 +685,22 @@ def radius_enforce(app: App, dry_run: bool) -> None:
         click.echo(item.describe())
 
 
+@radius_group.command("rebuild-rollup")
+@pass_app
+def radius_rebuild_rollup(app: App) -> None:
+    """Recompute the monthly usage rollup from radacct, in the current time zone.
+
+    Needed only after the server's time zone changed (the reports then sum radacct,
+    slowly, until this has run). Holds off accounting writes while it runs: minutes
+    at millions of sessions.
+    """
+    from provisioning.services import radius
+
+    with app.transaction() as ctx:
+        rows = radius.rebuild_usage_rollup(ctx)
+    click.echo(f"usage rollup rebuilt: {rows} subscriber-month row(s)")
+
+
 COMMANDS = [
     radius_group,
     plan_group,

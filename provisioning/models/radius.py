@@ -32,6 +32,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    PrimaryKeyConstraint,
     String,
     Text,
 )
@@ -167,6 +168,8 @@ class Subscriber(Timestamps, Base):
     """
 
     __tablename__ = "subscribers"
+    # Covers the usage report's join from a user name to its member (migration 0009).
+    __table_args__ = (Index("ix_subscribers_username_member_id", "username", "member_id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
@@ -280,14 +283,21 @@ class RadAcctMonthly(Base):
     Kept equal to those sums by triggers on `radacct` (migration 0008), in the
     same transaction as each accounting write; open sessions count with their
     last interim values. A row can reach 0 sessions (a session moved or deleted).
+
+    The key is (month, user name) and on SQLite the table is WITHOUT ROWID
+    (migration 0009): a month's rows are then stored together, in key order, so
+    the monthly report reads one contiguous range instead of looking up each row
+    by rowid from a separate index.
     """
 
     __tablename__ = "radacct_monthly"
-
-    username: Mapped[str] = mapped_column(Text, primary_key=True)
-    month_start: Mapped[int] = mapped_column(
-        BigInteger, primary_key=True, autoincrement=False, index=True
+    __table_args__ = (
+        PrimaryKeyConstraint("month_start", "username"),
+        {"sqlite_with_rowid": False},
     )
+
+    username: Mapped[str] = mapped_column(Text)
+    month_start: Mapped[int] = mapped_column(BigInteger, autoincrement=False)
     sessions: Mapped[int] = mapped_column(BigInteger)
     session_time: Mapped[int] = mapped_column(BigInteger)
     input_octets: Mapped[int] = mapped_column(BigInteger)
