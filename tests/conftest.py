@@ -28,6 +28,11 @@ from provisioning.db import Database
 from provisioning.services.context import ServiceContext
 from provisioning.settings import Settings, load_settings
 
+# Helper modules that test modules import and also load as plugins (pytest_plugins):
+# marked before any test module imports them, so that their asserts are rewritten
+# and pytest does not warn that it found them already imported.
+pytest.register_assert_rewrite("web", "filter_daemons")
+
 IN_CI = os.environ.get("CI", "").lower() == "true"
 BACKENDS = ["sqlite", "postgresql"]
 # Cheap hashing for tests; production costs are in config/muninet.toml.
