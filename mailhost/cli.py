@@ -202,4 +202,4 @@ def _start_web(settings: Settings, started: list[Stoppable]) -> None:
     except RuntimeError as exc:
         raise MuninetError(str(exc)) from exc
     started.append(web)
-    click.echo(f"muninet: web (mail client autoconfiguration) on http://{web.bind}/", err=True)
+    click.echo(f"muninet: web admin (and mail autoconfiguration) on http://{web.bind}/", err=True)
