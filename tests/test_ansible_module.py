@@ -490,6 +490,7 @@ def test_documentation_matches_the_modules(tmp_path: Path, monkeypatch: pytest.M
         "ANSIBLE_HOME": str(tmp_path / "ansible-home"),
         "ANSIBLE_LIBRARY": str(ANSIBLE / "library"),
         "ANSIBLE_MODULE_UTILS": str(ANSIBLE / "module_utils"),
+        "ANSIBLE_DOC_FRAGMENT_PLUGINS": str(ANSIBLE / "doc_fragments"),
         "PYTHONDONTWRITEBYTECODE": "1",  # no __pycache__ in the source tree
     }
     names = [f"muninet_{m}" for m in MODULES]

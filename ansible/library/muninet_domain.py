@@ -17,6 +17,7 @@ description:
 author: muninet developers
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - muninet_api
 attributes:
   check_mode:
     support: full
@@ -51,34 +52,6 @@ options:
     description:
       - Allow non-ASCII local parts (C(józef@...)) in this domain (SMTPUTF8).
     type: bool
-  api_url:
-    description:
-      - The muninet admin's base URL, for example V(https://admin.example.org);
-        C(/api/v1) is added.
-      - Read from E(MUNINET_API_URL) when not given.
-    type: str
-    required: true
-  api_token:
-    description:
-      - A token from C(muninet token create --admin USERNAME --name ansible).
-        A superadmin's token reaches every member, a member admin's only its own.
-      - Read from E(MUNINET_API_TOKEN) when not given.
-    type: str
-    required: true
-  validate_certs:
-    description:
-      - Verify the server's TLS certificate. V(false) only for tests.
-    type: bool
-    default: true
-  ca_path:
-    description:
-      - A PEM file of CA certificates to verify the server with, instead of the system's.
-    type: path
-  timeout:
-    description:
-      - Seconds to wait for each answer of the API.
-    type: int
-    default: 30
 notes:
   - The API sets the owner and O(utf8_local_parts) only when it adds the domain. When an
     existing domain differs the task fails and names the field.

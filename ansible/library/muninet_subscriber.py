@@ -17,6 +17,7 @@ description:
 author: muninet developers
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - muninet_api
 attributes:
   check_mode:
     support: full
@@ -85,34 +86,6 @@ options:
     description:
       - Free notes. Set only when the line is created.
     type: str
-  api_url:
-    description:
-      - The muninet admin's base URL, for example V(https://admin.example.org);
-        C(/api/v1) is added.
-      - Read from E(MUNINET_API_URL) when not given.
-    type: str
-    required: true
-  api_token:
-    description:
-      - A token from C(muninet token create --admin USERNAME --name ansible).
-        A superadmin's token reaches every member, a member admin's only its own.
-      - Read from E(MUNINET_API_TOKEN) when not given.
-    type: str
-    required: true
-  validate_certs:
-    description:
-      - Verify the server's TLS certificate. V(false) only for tests.
-    type: bool
-    default: true
-  ca_path:
-    description:
-      - A PEM file of CA certificates to verify the server with, instead of the system's.
-    type: path
-  timeout:
-    description:
-      - Seconds to wait for each answer of the API.
-    type: int
-    default: 30
 notes:
   - The API sets O(member), O(chap), O(pool) and O(notes) only when it creates the line.
     When an existing line differs in one of them the task fails and names the field.
