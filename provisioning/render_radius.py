@@ -3,15 +3,16 @@
 The rendered directory is a complete, self-contained raddb (nothing is read from
 /etc/freeradius): `radiusd.conf` (modules, the `muninet` virtual server and its
 policy, listening on `listen.address` with `radius_auth_port`/`radius_acct_port`),
-`queries.conf`, `reply-query.conf` and `login-log-query.conf` (rlm_sql on
+`queries.conf`, `plan-query.conf`, `reply-query.conf` and `login-log-query.conf` (rlm_sql on
 muninet's SQLite or PostgreSQL database), `clients.conf` (the `nas` table),
 `dictionary` (muninet's internal attributes) and `access_reject` (what a reject
 may carry). Run it with `freeradius -f -d <state_dir>/freeradius`;
 `mailhost.freeradius.FreeRadius` does.
 
-Login speed: the check and reply items are kept in memory by rlm_cache for
-`CACHE_TTL` seconds (a change to a subscriber takes effect at the latest that
-much later), and the login log is written to a spool file
+Login speed: a subscriber's check items are read from one indexed table
+(`radius_check`, kept by triggers), and they and its plan's check and reply items
+are kept in memory by rlm_cache for `CACHE_TTL` seconds (the plan's per plan: a
+change takes effect at the latest that much later), and the login log is written to a spool file
 (`log/login-log/detail`) that FreeRADIUS's own detail reader feeds into
 `radius_postauth` beside the logins, so no login waits for a database write.
 
@@ -56,7 +57,7 @@ LOCAL_CLIENT = "muninet-local"
 # FreeRADIUS's worker threads, and the connections of each sql instance's pool:
 # the pool must not be smaller, since FreeRADIUS fails a request at once (a false
 # Access-Reject, an unanswered Accounting-Request) when no connection is free.
-# Two instances of 16 stay well inside PostgreSQL's default 100 connections.
+# Three instances of 16 (and the login log's one) stay inside PostgreSQL's default 100.
 RADIUS_THREADS = 16
 # Seconds rlm_cache keeps a subscriber's check and reply items: the longest a
 # password change, a suspension, an expiry or a plan change waits to take effect
@@ -180,6 +181,7 @@ def render_radius(settings: Settings, *, reject_delay: float = 1) -> RadiusFiles
     _write(root / "dictionary", render("freeradius/dictionary.j2"))
     _write(root / "access_reject", render("freeradius/access_reject.j2"))
     _write(root / "queries.conf", render("freeradius/queries.conf.j2"))
+    _write(root / "plan-query.conf", render("freeradius/plan-query.conf.j2"))
     _write(root / "reply-query.conf", render("freeradius/reply-query.conf.j2"))
     _write(root / "login-log-query.conf", render("freeradius/login-log-query.conf.j2"))
     config = root / "radiusd.conf"

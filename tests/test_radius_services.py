@@ -9,7 +9,8 @@ from datetime import date
 
 import pytest
 from passlib.hash import nthash, sha512_crypt
-from sqlalchemy import select, text
+from radius_queries import check_items, plan_items, reply_items
+from sqlalchemy import select
 
 from provisioning.db import Database
 from provisioning.errors import Conflict, LimitExceeded, NotFound, NotPermitted, ValidationError
@@ -107,16 +108,15 @@ def test_subscriber_credentials_for_pap_chap_and_mschap(unit: Unit, db: Database
         assert plain.password_nt == nthash.hash(PW).lower()
         chap = subscribers.get(session, "chap.user")
         assert chap.password_clear == PW
-        check = session.execute(
-            text("SELECT attribute, value FROM radius_check WHERE username = :u"),
-            {"u": "jan.kowalski"},
-        ).all()
-        attributes = dict(check)
+        attributes = check_items(session, "jan.kowalski")
         assert attributes["Crypt-Password"] == plain.password_crypt
         assert attributes["NT-Password"] == plain.password_nt
         assert "Cleartext-Password" not in attributes
         assert attributes["Muninet-Status"] == "active"
-        assert attributes["Simultaneous-Use"] == "1"
+        assert attributes["Muninet-Plan"] == str(plain.plan_id)
+        assert plan_items(session, plain.plan_id)["Simultaneous-Use"] == "1"
+        assert check_items(session, "chap.user")["Cleartext-Password"] == PW
+        assert "Crypt-Password" not in check_items(session, "chap.user")
         events = session.scalars(
             select(AuditEvent).where(AuditEvent.action.like("subscriber.%"))
         ).all()
@@ -179,22 +179,14 @@ def test_static_addresses_pools_bindings_and_status(unit: Unit, db: Database) ->
     with pytest.raises(ValidationError, match="already suspended"), unit() as ctx:
         subscribers.set_status(ctx, "a", subscribers.SubscriberStatus.SUSPENDED)
     with db.reader() as session:
-        status = dict(
-            session.execute(
-                text(
-                    "SELECT username, value FROM radius_check "
-                    "WHERE attribute = 'Muninet-Status' ORDER BY username"
-                )
-            ).all()
-        )
+        status = {user: check_items(session, user)["Muninet-Status"] for user in ("a", "b")}
         assert status == {"a": "suspended", "b": "expired"}
         b = subscribers.get(session, "b")
         assert b.calling_station_id == "aa:bb:cc:00:11:22"
         assert subscribers.as_dict(b)["status"] == "expired"
-        reply = session.execute(
-            text("SELECT attribute, value FROM radius_reply WHERE username = 'b' AND tier = 'all'")
-        ).all()
-        assert ("Framed-Pool", "dyn") in reply
+        assert ("Framed-Pool", "dyn") in reply_items(session, "b")
+        assert ("Framed-IP-Address", "192.0.2.10") in reply_items(session, "a")
+        assert check_items(session, "b")["Muninet-Calling-Station"] == "aa:bb:cc:00:11:22"
 
 
 def test_nas_validation_and_fingerprint(unit: Unit, db: Database) -> None:

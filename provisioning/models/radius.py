@@ -1,18 +1,22 @@
 """Subscribers of the association's ISP service, their plans, the NASes, and RADIUS accounting.
 
 FreeRADIUS reads these tables with the queries muninet renders
-(`config/templates/freeradius/`), through two views the migration creates:
+(`config/templates/freeradius/`):
 
-- `radius_check`: the check items of a subscriber (its password in the stored
-  forms, Simultaneous-Use, the Calling-Station-Id binding, the effective status,
-  the monthly caps), as (id, username, attribute, op, value) rows;
-- `radius_reply`: its reply items (static IP or pool, and the plan's attributes
-  from `radius_plan_attributes`), with a `tier` (all / normal / fairuse) and a
-  `vendor` column the reply query filters on.
+- `radius_check` (`RadiusCheck`): a subscriber's own check items (its password
+  in the stored forms, the Calling-Station-Id binding, the effective status, its
+  plan, its static address or pool), as (id, username, attribute, op, value)
+  rows. Triggers on `subscribers`, `members` and `ip_pools` rewrite a
+  subscriber's rows from the view `radius_check_source` in the same transaction
+  as every change (migration 0010): the services never write it;
+- `radius_plan_check` (a view): a plan's check items (Simultaneous-Use, the
+  monthly caps and what happens at them), keyed by plan id;
+- `radius_plan_attributes` (`PlanAttribute`): a plan's reply items, with a
+  `tier` (all / normal / fairuse) and a `vendor` the reply query filters on.
 
-Because they are views over muninet's own tables, FreeRADIUS always sees exactly
-what the last committed transaction left: a suspended member, a changed plan or a
-new password take effect at the next login, with no copy to keep in step.
+So FreeRADIUS always sees exactly what the last committed transaction left: a
+suspended member, a changed plan or a new password take effect at the next login
+(after the few seconds FreeRADIUS caches them).
 
 FreeRADIUS writes `radacct` (one row per session) and `radius_postauth` (one row
 per login attempt, never with the attempted password). Times in these two tables
@@ -35,6 +39,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Text,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -213,6 +218,25 @@ class Subscriber(Timestamps, Base):
         return "active"
 
 
+class RadiusCheck(Base):
+    """A subscriber's own RADIUS check item, written only by triggers (migration 0010).
+
+    `expires_on` is set on the `Muninet-Status` row: the check query answers
+    "expired" once that date has passed, with no job rewriting the row.
+    """
+
+    __tablename__ = "radius_check"
+    __table_args__ = (Index("ix_radius_check_username_id", "username", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    subscriber_id: Mapped[int] = mapped_column(Integer, index=True)
+    username: Mapped[str] = mapped_column(String(64))
+    attribute: Mapped[str] = mapped_column(String(64))
+    op: Mapped[str] = mapped_column(String(2))
+    value: Mapped[str] = mapped_column(Text)
+    expires_on: Mapped[date | None] = mapped_column(Date)
+
+
 class RadAcct(Base):
     """One session, written by FreeRADIUS's accounting queries (Start, Interim, Stop).
 
@@ -225,6 +249,13 @@ class RadAcct(Base):
     __table_args__ = (
         Index("ix_radacct_username_acctstarttime", "username", "acctstarttime"),
         Index("ix_radacct_acctstoptime_acctupdatetime", "acctstoptime", "acctupdatetime"),
+        # The Simultaneous-Use count at every login reads only the user's open sessions.
+        Index(
+            "ix_radacct_open_username",
+            "username",
+            sqlite_where=text("acctstoptime IS NULL"),
+            postgresql_where=text("acctstoptime IS NULL"),
+        ),
     )
 
     radacctid: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
