@@ -12,9 +12,10 @@ files), two radclients at a time:
 - PAP Access-Requests/s and false rejects (every request has the right password,
   so every Access-Reject is false), for subscribers stored with the cleartext
   (CHAP enabled) and with SHA512-CRYPT only (the default). Each group of request
-  files is sent twice in a row: "cold" (each user's first login: the check/reply
-  cache is empty for them, every read goes to SQL) and "warm" (the same logins
-  again within the cache's TTL, as after a NAS reconnects its users);
+  files is sent twice in a row: "cold" (each user's first login: nothing of the
+  user is cached, its check items are read from SQL; the plan's items are read
+  once per plan and cached) and "warm" (the same logins again within the cache's
+  TTL, as after a NAS reconnects its users);
 - the login log: every login must reach `radius_postauth` (written off the login
   path through a spool file): rows counted, and how long the reader needed;
 - the reference: FreeRADIUS with a users file holding the same credentials and

@@ -3,7 +3,7 @@
 A plan holds speeds, monthly caps, timeouts and session limits. Its reply
 attributes for each NAS vendor are generated here, never typed by hand, into
 `radius_plan_attributes`, in the same transaction as the plan change, so that
-FreeRADIUS (through the `radius_reply` view) always sees a plan and its
+FreeRADIUS (which reads them by plan id) always sees a plan and its
 attributes that agree:
 
 | vendor   | attributes (download / upload)                                 |
