@@ -20,6 +20,9 @@ files), two radclients at a time:
   path through a spool file): rows counted, and how long the reader needed;
 - the reference: FreeRADIUS with a users file holding the same credentials and
   reply items, no SQL, no post-auth log, in the same run; ratios muninet/reference;
+- for every login phase, the server's CPU per request (FreeRADIUS's user + system
+  time from /proc, all threads): on a shared host steadier than the rate, and
+  without radclient's own share of the CPUs;
 - Accounting-Requests/s (Start then Stop per session), alternately without and
   with the usage rollup's triggers on `radacct` (their cost on the accounting
   path), lost packets counted by radclient and checked against the `radacct`
@@ -185,41 +188,67 @@ def _radclient(path: Path, port: int, kind: str) -> dict[str, int]:
     return totals
 
 
-def _summed(results: list[dict[str, int]], requests: int, elapsed: float) -> dict[str, float]:
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used so far (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def _summed(
+    results: list[dict[str, int]], requests: int, elapsed: float, cpu: float | None = None
+) -> dict[str, float]:
+    """Totals of a phase; `cpu`: the server's CPU seconds in it (per request, in µs)."""
     summed = {k: sum(r[k] for r in results) for k in ("approved", "denied", "lost")}
     return {
         "requests": requests,
         "seconds": round(elapsed, 3),
         "per_second": round(requests / elapsed, 1),
         **summed,
+        **({"server_cpu_us": round(cpu / requests * 1e6, 1)} if cpu is not None else {}),
     }
 
 
-def send_cold_warm(files: list[Path], port: int) -> tuple[dict[str, float], dict[str, float]]:
-    """Each group of PARALLEL files sent twice in a row: (cold, warm) rates and totals."""
+def send_cold_warm(
+    files: list[Path], port: int, pid: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Each group of PARALLEL files sent twice in a row: (cold, warm) rates and totals.
+
+    Also the server's CPU per request (process `pid`): steadier than the rate on a
+    shared host, and free of radclient's own share of the 2 vCPUs.
+    """
     cold: list[dict[str, int]] = []
     warm: list[dict[str, int]] = []
-    cold_seconds = warm_seconds = 0.0
+    cold_seconds = warm_seconds = cold_cpu = warm_cpu = 0.0
     with ThreadPoolExecutor(PARALLEL) as pool:
         for n in range(0, len(files), PARALLEL):
             group = files[n : n + PARALLEL]
-            began = time.perf_counter()
+            began, cpu = time.perf_counter(), cpu_seconds(pid)
             cold += pool.map(lambda path: _radclient(path, port, "auth"), group)
             cold_seconds += time.perf_counter() - began
-            began = time.perf_counter()
+            cold_cpu += cpu_seconds(pid) - cpu
+            began, cpu = time.perf_counter(), cpu_seconds(pid)
             warm += pool.map(lambda path: _radclient(path, port, "auth"), group)
             warm_seconds += time.perf_counter() - began
+            warm_cpu += cpu_seconds(pid) - cpu
     requests = sum(p.read_text().count("\n\n") for p in files)
-    return _summed(cold, requests, cold_seconds), _summed(warm, requests, warm_seconds)
+    return (
+        _summed(cold, requests, cold_seconds, cold_cpu),
+        _summed(warm, requests, warm_seconds, warm_cpu),
+    )
 
 
-def send(files: list[Path], port: int, kind: str) -> dict[str, float]:
-    """Send the files (PARALLEL radclients at a time); rate and radclient's totals."""
+def send(files: list[Path], port: int, kind: str, pid: int | None = None) -> dict[str, float]:
+    """Send the files (PARALLEL radclients at a time); rate, totals, the server's CPU (`pid`)."""
     requests = sum(p.read_text().count("\n\n") for p in files)
     began = time.perf_counter()
+    cpu = cpu_seconds(pid) if pid is not None else 0.0
     with ThreadPoolExecutor(PARALLEL) as pool:
         results = list(pool.map(lambda path: _radclient(path, port, kind), files))
-    return _summed(results, requests, time.perf_counter() - began)
+    used = cpu_seconds(pid) - cpu if pid is not None else None
+    return _summed(results, requests, time.perf_counter() - began, used)
 
 
 USERS_CONF = """\
@@ -551,7 +580,8 @@ def measure_freeradius(  # noqa: PLR0915 - one run, step by step
     try:
         for label, ids in (("cleartext", clear_ids), ("sha512crypt", crypt_ids)):
             batches = write_batches(root / f"auth-{label}", auth_requests(ids), AUTH_BATCH)
-            cold, warm = send_cold_warm(batches, auth_port)
+            assert server.process is not None
+            cold, warm = send_cold_warm(batches, auth_port, server.process.pid)
             measured[f"muninet_{label}_cold"] = cold
             measured[f"muninet_{label}_warm"] = warm
             print(label, "cold", cold, "warm", warm)
@@ -606,7 +636,7 @@ def measure_freeradius(  # noqa: PLR0915 - one run, step by step
         for label in ("cleartext", "sha512crypt"):
             batches = sorted((root / f"auth-{label}").glob("*.txt"))
             send(batches[:2], ref_port, "auth")  # warm-up
-            measured[f"users_file_{label}"] = send(batches, ref_port, "auth")
+            measured[f"users_file_{label}"] = send(batches, ref_port, "auth", reference.pid)
             print("users file", label, measured[f"users_file_{label}"])
     finally:
         reference.terminate()
@@ -738,18 +768,22 @@ def print_logins(results: dict[str, object]) -> None:
     ratios = results["ratio_vs_users_file"]
     assert isinstance(measured, dict)
     assert isinstance(ratios, dict)
-    print(f"{'PAP Access-Requests':40} {'req/s':>9} {'rejects':>8} {'lost':>6} {'vs users':>9}")
+    print(
+        f"{'PAP Access-Requests':40} {'req/s':>9} {'rejects':>8} {'lost':>6} {'vs users':>9}"
+        f" {'server CPU/req':>15}"
+    )
     for label in ("cleartext", "sha512crypt"):
         ref = measured[f"users_file_{label}"]
         print(
             f"{'users file (no SQL), ' + label:40} {ref['per_second']:9.0f} "
-            f"{ref['denied']:8d} {ref['lost']:6d} {'1.00':>9}"
+            f"{ref['denied']:8d} {ref['lost']:6d} {'1.00':>9} {ref['server_cpu_us']:12.1f} µs"
         )
         for phase in ("cold", "warm"):
             got = measured[f"muninet_{label}_{phase}"]
             print(
                 f"{'muninet SQL, ' + label + ', ' + phase:40} {got['per_second']:9.0f} "
                 f"{got['denied']:8d} {got['lost']:6d} {ratios[f'{label}_{phase}']:9.2f}"
+                f" {got['server_cpu_us']:12.1f} µs"
             )
     for kind in ("start", "stop"):
         for mode in ("no_rollup", "rollup"):
