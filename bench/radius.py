@@ -19,7 +19,9 @@ files), two radclients at a time:
 - the login log: every login must reach `radius_postauth` (written off the login
   path through a spool file): rows counted, and how long the reader needed;
 - the reference: FreeRADIUS with a users file holding the same credentials and
-  reply items, no SQL, no post-auth log, in the same run; ratios muninet/reference;
+  reply items, no SQL, no post-auth log, in the same run, its logins sent exactly
+  as muninet's (the same groups of files, each twice; also once as one stream of
+  files, for comparison); ratios muninet/reference;
 - for every login phase, the server's CPU per request (FreeRADIUS's user + system
   time from /proc, all threads): on a shared host steadier than the rate, and
   without radclient's own share of the CPUs;
@@ -238,6 +240,14 @@ def send_cold_warm(
         _summed(cold, requests, cold_seconds, cold_cpu),
         _summed(warm, requests, warm_seconds, warm_cpu),
     )
+
+
+def merged(phases: tuple[dict[str, float], ...]) -> dict[str, float]:
+    """Phases of the same kind counted as one (requests, time and CPU summed)."""
+    requests = sum(p["requests"] for p in phases)
+    totals = {k: int(sum(p[k] for p in phases)) for k in ("approved", "denied", "lost")}
+    cpu = sum(p["server_cpu_us"] * p["requests"] for p in phases) / 1e6
+    return _summed([totals], int(requests), sum(p["seconds"] for p in phases), cpu)
 
 
 def send(files: list[Path], port: int, kind: str, pid: int | None = None) -> dict[str, float]:
@@ -636,8 +646,16 @@ def measure_freeradius(  # noqa: PLR0915 - one run, step by step
         for label in ("cleartext", "sha512crypt"):
             batches = sorted((root / f"auth-{label}").glob("*.txt"))
             send(batches[:2], ref_port, "auth")  # warm-up
-            measured[f"users_file_{label}"] = send(batches, ref_port, "auth", reference.pid)
+            # Sent exactly as muninet's logins were (groups of PARALLEL files, each
+            # group twice, a pause for the slowest radclient after each): both
+            # passes are the same for a users file, and count together.
+            passes = send_cold_warm(batches, ref_port, reference.pid)
+            measured[f"users_file_{label}"] = merged(passes)
             print("users file", label, measured[f"users_file_{label}"])
+        # And as one stream of files (no pause between groups), for comparison.
+        batches = sorted((root / "auth-cleartext").glob("*.txt"))
+        measured["users_file_cleartext_one_stream"] = send(batches, ref_port, "auth", reference.pid)
+        print("users file cleartext, one stream", measured["users_file_cleartext_one_stream"])
     finally:
         reference.terminate()
         reference.wait(timeout=15)
@@ -785,6 +803,11 @@ def print_logins(results: dict[str, object]) -> None:
                 f"{got['denied']:8d} {got['lost']:6d} {ratios[f'{label}_{phase}']:9.2f}"
                 f" {got['server_cpu_us']:12.1f} µs"
             )
+    stream = measured["users_file_cleartext_one_stream"]
+    print(
+        f"{'(users file, cleartext, one stream)':40} {stream['per_second']:9.0f} "
+        f"{stream['denied']:8d} {stream['lost']:6d} {'':>9} {stream['server_cpu_us']:12.1f} µs"
+    )
     for kind in ("start", "stop"):
         for mode in ("no_rollup", "rollup"):
             got = measured[f"accounting_{kind}_{mode}"]
