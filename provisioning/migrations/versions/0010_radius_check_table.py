@@ -113,22 +113,21 @@ SELECT p.id * 16 + 9, p.id, 'Muninet-Cap-Action', ':=', p.cap_action
 """
 
 
+# Every write of radius_check copies rows of its definition, radius_check_source.
+FILL = f"INSERT INTO radius_check ({_COLUMNS}) SELECT {_COLUMNS} FROM radius_check_source"  # noqa: S608
+
+
 def _refresh(subscribers: str) -> list[str]:
     """Statements rewriting the rows of the subscribers whose ids `subscribers` selects."""
     return [
         f"DELETE FROM radius_check WHERE subscriber_id IN ({subscribers})",  # noqa: S608 - DDL
-        f"INSERT INTO radius_check ({_COLUMNS}) SELECT {_COLUMNS} FROM radius_check_source "  # noqa: S608
-        f"WHERE subscriber_id IN ({subscribers})",
+        f"{FILL} WHERE subscriber_id IN ({subscribers})",
     ]
 
 
-FILL = f"INSERT INTO radius_check ({_COLUMNS}) SELECT {_COLUMNS} FROM radius_check_source"  # noqa: S608
 _OF_MEMBER = "SELECT id FROM subscribers WHERE member_id = NEW.id"
 _OF_POOL = "SELECT id FROM subscribers WHERE pool_id = NEW.id"
-_INSERT_NEW = (
-    f"INSERT INTO radius_check ({_COLUMNS}) SELECT {_COLUMNS} FROM radius_check_source "  # noqa: S608
-    "WHERE subscriber_id = NEW.id"
-)
+_INSERT_NEW = f"{FILL} WHERE subscriber_id = NEW.id"
 _DELETE_OLD = "DELETE FROM radius_check WHERE subscriber_id = OLD.id"
 
 
